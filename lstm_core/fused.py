@@ -1,0 +1,178 @@
+"""The fast recurrence behind :class:`lstm_core.PeepholeLSTM`.
+
+Autodiff through a ``tf.while_loop`` stacks every intermediate and computes
+the weight gradients as many small per-step matrix products; on a CPU that,
+not the forward pass, is what makes a custom LSTM slow. This module runs the
+recurrence of :func:`lstm_core.cells.lstm_gates` with a hand-written backward
+pass instead:
+
+* forward: only ``h @ U`` and elementwise work per step (the input
+  projection ``x W + b`` for all steps is one product outside the loop);
+* backward: a reverse loop that does only ``dz @ U^T`` and elementwise work;
+  the gradients of ``U``, the peepholes and the projection are then single
+  large products over all ``[T * B]`` rows.
+
+Everything is time-major and float32. It runs eagerly, in ``tf.function``
+and under XLA, and is device-agnostic.
+"""
+
+import tensorflow as tf
+
+from lstm_core.cells import clip, lstm_gates
+
+
+def _inside(x, limit):
+    """Where a clip passes its gradient: 1 inside [-limit, limit], else 0."""
+    return tf.cast(tf.abs(x) <= limit, x.dtype)
+
+
+def _flat(x):
+    return tf.reshape(x, [-1, x.shape[-1]])
+
+
+def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=None,
+               *, forget_bias=1.0, cell_clip=None, proj_clip=None):
+    """Run the peephole LSTM recurrence over precomputed input projections.
+
+    Args:
+        xz: ``[T, B, 4 * units]`` float32, ``x_t W + b`` for every step.
+        mask: ``[T, B]`` bool or None. At a masked step the state is kept and
+            the output is zero.
+        h0, c0: initial output ``[B, out]`` and cell state ``[B, units]``.
+        recurrent_kernel: ``U``, ``[out, 4 * units]``.
+        peepholes: ``[3, units]`` (input, forget, output) or None.
+        projection: ``P``, ``[units, out]`` or None.
+
+    Returns:
+        ``(outputs [T, B, out], h_T, c_T)``.
+    """
+    use_mask = mask is not None
+    use_peepholes = peepholes is not None
+    use_projection = projection is not None
+    clip_projection = use_projection and proj_clip is not None
+    # tf.custom_gradient takes tensors only: absent parts travel as empty
+    # placeholders and get no gradient.
+    empty = tf.zeros([0], tf.float32)
+    keep = tf.cast(mask, tf.float32)[..., None] if use_mask else empty
+
+    @tf.custom_gradient
+    def run(xz, keep, h0, c0, u, peep, proj):
+        steps = tf.shape(xz)[0]
+        peep_parts = tf.unstack(peep) if use_peepholes else None
+
+        def new_ta():
+            # Kept after read: the backward loop reads each step, then the
+            # weight gradients stack them all.
+            return tf.TensorArray(tf.float32, size=steps, clear_after_read=False)
+
+        def forward_step(t, h, c, gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta, out_ta):
+            z = xz[t] + tf.matmul(h, u)
+            i, f, g, o, c_raw, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
+            h_raw = o * tf.tanh(c_new)
+            if use_projection:
+                h_raw = tf.matmul(h_raw, proj)
+            h_new = clip(h_raw, proj_clip)
+            gates_ta = gates_ta.write(t, tf.concat([i, f, g, o], axis=-1))
+            c_prev_ta = c_prev_ta.write(t, c)
+            c_raw_ta = c_raw_ta.write(t, c_raw)
+            h_prev_ta = h_prev_ta.write(t, h)
+            if clip_projection:
+                h_raw_ta = h_raw_ta.write(t, h_raw)
+            if use_mask:
+                k = keep[t]
+                out = k * h_new
+                h_new = out + (1.0 - k) * h
+                c_new = k * c_new + (1.0 - k) * c
+            else:
+                out = h_new
+            out_ta = out_ta.write(t, out)
+            return t + 1, h_new, c_new, gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta, out_ta
+
+        _, h_last, c_last, *tas = tf.while_loop(
+            lambda t, *_: t < steps,
+            forward_step,
+            (tf.constant(0), h0, c0) + tuple(new_ta() for _ in range(6)),
+        )
+        gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta, out_ta = tas
+        outputs = out_ta.stack()
+
+        def grad(d_outputs, d_h_last, d_c_last):
+            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            d_h_last = tf.zeros_like(h_last) if d_h_last is None else d_h_last
+            d_c_last = tf.zeros_like(c_last) if d_c_last is None else d_c_last
+            u_t = tf.transpose(u)
+            proj_t = tf.transpose(proj) if use_projection else None
+            if use_peepholes:
+                p_i, p_f, p_o = peep_parts
+
+            def backward_step(t, dh, dc, dz_ta, dh_raw_ta):
+                i, f, g, o = tf.split(gates_ta.read(t), 4, axis=-1)
+                c_prev = c_prev_ta.read(t)
+                c_raw = c_raw_ta.read(t)
+                c_new = clip(c_raw, cell_clip)
+                dh_new = d_outputs[t] + dh
+                dc_new = dc
+                if use_mask:
+                    k = keep[t]
+                    dh_new, dh_pass = k * dh_new, (1.0 - k) * dh
+                    dc_new, dc_pass = k * dc, (1.0 - k) * dc
+                if use_projection:
+                    if clip_projection:
+                        dh_new = dh_new * _inside(h_raw_ta.read(t), proj_clip)
+                    dh_raw_ta = dh_raw_ta.write(t, dh_new)
+                    dm = tf.matmul(dh_new, proj_t)
+                else:
+                    dm = dh_new
+                tanh_c = tf.tanh(c_new)
+                dz_o = dm * tanh_c * o * (1.0 - o)
+                dc_cur = dc_new + dm * o * (1.0 - tanh_c * tanh_c)
+                if use_peepholes:
+                    dc_cur += dz_o * p_o
+                if cell_clip is not None:
+                    dc_cur *= _inside(c_raw, cell_clip)
+                dz_i = dc_cur * g * i * (1.0 - i)
+                dz_f = dc_cur * c_prev * f * (1.0 - f)
+                dz_g = dc_cur * i * (1.0 - g * g)
+                dc_prev = dc_cur * f
+                if use_peepholes:
+                    dc_prev += dz_i * p_i + dz_f * p_f
+                dz = tf.concat([dz_i, dz_f, dz_g, dz_o], axis=-1)
+                dh_prev = tf.matmul(dz, u_t)
+                if use_mask:
+                    dh_prev += dh_pass
+                    dc_prev += dc_pass
+                return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz), dh_raw_ta
+
+            _, dh0, dc0, dz_ta, dh_raw_ta = tf.while_loop(
+                lambda t, *_: t >= 0,
+                backward_step,
+                (steps - 1, d_h_last, d_c_last, new_ta(), new_ta()),
+            )
+            dz = dz_ta.stack()
+            # Weight gradients: one large product each over all T * B rows.
+            du = tf.matmul(_flat(h_prev_ta.stack()), _flat(dz), transpose_a=True)
+            d_peep = tf.zeros_like(peep)
+            d_proj = tf.zeros_like(proj)
+            if use_peepholes or use_projection:
+                c_prev_all = c_prev_ta.stack()
+                c_new_all = clip(c_raw_ta.stack(), cell_clip)
+                dz_i, dz_f, _, dz_o = tf.split(dz, 4, axis=-1)
+            if use_peepholes:
+                d_peep = tf.stack([
+                    tf.reduce_sum(dz_i * c_prev_all, axis=[0, 1]),
+                    tf.reduce_sum(dz_f * c_prev_all, axis=[0, 1]),
+                    tf.reduce_sum(dz_o * c_new_all, axis=[0, 1]),
+                ])
+            if use_projection:
+                o_all = tf.split(gates_ta.stack(), 4, axis=-1)[3]
+                m_all = o_all * tf.tanh(c_new_all)
+                d_proj = tf.matmul(_flat(m_all), _flat(dh_raw_ta.stack()), transpose_a=True)
+            return dz, tf.zeros_like(keep), dh0, dc0, du, d_peep, d_proj
+
+        return (outputs, h_last, c_last), grad
+
+    return run(
+        xz, keep, h0, c0, recurrent_kernel,
+        peepholes if use_peepholes else empty,
+        projection if use_projection else empty,
+    )

@@ -26,12 +26,18 @@ def _inside(x, limit):
     return tf.cast(tf.abs(x) <= limit, x.dtype)
 
 
+def _tensor_array(size):
+    # Kept after read: the backward loop reads each step, then the weight
+    # gradients stack them all.
+    return tf.TensorArray(tf.float32, size=size, clear_after_read=False)
+
+
 def _flat(x):
     return tf.reshape(x, [-1, x.shape[-1]])
 
 
 def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=None,
-               *, forget_bias=1.0, cell_clip=None, proj_clip=None):
+               *, forget_bias=1.0, cell_clip=None, proj_clip=None, training=True):
     """Run the peephole LSTM recurrence over precomputed input projections.
 
     Args:
@@ -42,6 +48,10 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
         recurrent_kernel: ``U``, ``[out, 4 * units]``.
         peepholes: ``[3, units]`` (input, forget, output) or None.
         projection: ``P``, ``[units, out]`` or None.
+        training: use the hand-written backward pass. Inference runs the
+            forward loop alone, saving nothing for a backward pass (plain
+            autodiff still works there), and so exports to a SavedModel,
+            which cannot hold a gradient that captures loop state.
 
     Returns:
         ``(outputs [T, B, out], h_T, c_T)``.
@@ -54,30 +64,34 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
     # placeholders and get no gradient.
     empty = tf.zeros([0], tf.float32)
     keep = tf.cast(mask, tf.float32)[..., None] if use_mask else empty
+    peepholes = peepholes if use_peepholes else empty
+    projection = projection if use_projection else empty
 
-    @tf.custom_gradient
-    def run(xz, keep, h0, c0, u, peep, proj):
+    def forward(xz, keep, h0, c0, u, peep, proj, save):
+        """The forward loop; with ``save``, also the TensorArrays of what
+        the backward pass needs."""
         steps = tf.shape(xz)[0]
         peep_parts = tf.unstack(peep) if use_peepholes else None
 
         def new_ta():
-            # Kept after read: the backward loop reads each step, then the
-            # weight gradients stack them all.
-            return tf.TensorArray(tf.float32, size=steps, clear_after_read=False)
+            return _tensor_array(steps)
 
-        def forward_step(t, h, c, gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta, out_ta):
+        def step(t, h, c, out_ta, *saved):
             z = xz[t] + tf.matmul(h, u)
             i, f, g, o, c_raw, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
             h_raw = o * tf.tanh(c_new)
             if use_projection:
                 h_raw = tf.matmul(h_raw, proj)
             h_new = clip(h_raw, proj_clip)
-            gates_ta = gates_ta.write(t, tf.concat([i, f, g, o], axis=-1))
-            c_prev_ta = c_prev_ta.write(t, c)
-            c_raw_ta = c_raw_ta.write(t, c_raw)
-            h_prev_ta = h_prev_ta.write(t, h)
-            if clip_projection:
-                h_raw_ta = h_raw_ta.write(t, h_raw)
+            if save:
+                gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta = saved
+                saved = (
+                    gates_ta.write(t, tf.concat([i, f, g, o], axis=-1)),
+                    c_prev_ta.write(t, c),
+                    c_raw_ta.write(t, c_raw),
+                    h_prev_ta.write(t, h),
+                    h_raw_ta.write(t, h_raw) if clip_projection else h_raw_ta,
+                )
             if use_mask:
                 k = keep[t]
                 out = k * h_new
@@ -85,16 +99,21 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 c_new = k * c_new + (1.0 - k) * c
             else:
                 out = h_new
-            out_ta = out_ta.write(t, out)
-            return t + 1, h_new, c_new, gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta, out_ta
+            return (t + 1, h_new, c_new, out_ta.write(t, out)) + tuple(saved)
 
-        _, h_last, c_last, *tas = tf.while_loop(
-            lambda t, *_: t < steps,
-            forward_step,
-            (tf.constant(0), h0, c0) + tuple(new_ta() for _ in range(6)),
+        saved = tuple(new_ta() for _ in range(5)) if save else ()
+        _, h_last, c_last, out_ta, *saved = tf.while_loop(
+            lambda t, *_: t < steps, step, (tf.constant(0), h0, c0, new_ta()) + saved
         )
-        gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta, out_ta = tas
-        outputs = out_ta.stack()
+        return out_ta.stack(), h_last, c_last, saved
+
+    if not training:
+        return forward(xz, keep, h0, c0, recurrent_kernel, peepholes, projection, False)[:3]
+
+    @tf.custom_gradient
+    def run(xz, keep, h0, c0, u, peep, proj):
+        outputs, h_last, c_last, saved = forward(xz, keep, h0, c0, u, peep, proj, True)
+        gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta = saved
 
         def grad(d_outputs, d_h_last, d_c_last):
             d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
@@ -103,7 +122,7 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             u_t = tf.transpose(u)
             proj_t = tf.transpose(proj) if use_projection else None
             if use_peepholes:
-                p_i, p_f, p_o = peep_parts
+                p_i, p_f, p_o = tf.unstack(peep)
 
             def backward_step(t, dh, dc, dz_ta, dh_raw_ta):
                 i, f, g, o = tf.split(gates_ta.read(t), 4, axis=-1)
@@ -146,7 +165,8 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             _, dh0, dc0, dz_ta, dh_raw_ta = tf.while_loop(
                 lambda t, *_: t >= 0,
                 backward_step,
-                (steps - 1, d_h_last, d_c_last, new_ta(), new_ta()),
+                (tf.shape(xz)[0] - 1, d_h_last, d_c_last, _tensor_array(tf.shape(xz)[0]),
+                 _tensor_array(tf.shape(xz)[0])),
             )
             dz = dz_ta.stack()
             # Weight gradients: one large product each over all T * B rows.
@@ -171,8 +191,4 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
 
         return (outputs, h_last, c_last), grad
 
-    return run(
-        xz, keep, h0, c0, recurrent_kernel,
-        peepholes if use_peepholes else empty,
-        projection if use_projection else empty,
-    )
+    return run(xz, keep, h0, c0, recurrent_kernel, peepholes, projection)

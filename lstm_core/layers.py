@@ -79,7 +79,8 @@ class PeepholeLSTM(keras.layers.RNN):
 
     def call(self, sequences, initial_state=None, mask=None, training=False, lengths=None):
         if lengths is not None:
-            mask = ops.arange(ops.shape(sequences)[1])[None, :] < ops.expand_dims(lengths, -1)
+            steps = ops.arange(ops.shape(sequences)[1], dtype="int32")
+            mask = steps[None, :] < ops.expand_dims(ops.cast(lengths, "int32"), -1)
         return super().call(sequences, initial_state=initial_state, mask=mask, training=training)
 
     def uses_fast_path(self, training=False):
@@ -118,6 +119,7 @@ class PeepholeLSTM(keras.layers.RNN):
             xz, mask, h0, c0, cell.recurrent_kernel.value, peepholes,
             cell.projection_kernel.value if cell.num_proj else None,
             forget_bias=cell.forget_bias, cell_clip=cell.cell_clip, proj_clip=cell.proj_clip,
+            training=bool(training),
         )
         return h, tf.transpose(outputs, [1, 0, 2]), [h, c]
 
@@ -204,7 +206,7 @@ class RNNStack(keras.layers.Layer):
         shape = tuple(input_shape)
         for rnn in self.rnns:
             rnn.build(shape)
-            shape = rnn.compute_output_shape(shape)
+            shape = tuple(rnn.compute_output_shape(shape))
 
     def call(self, inputs, mask=None, training=None):
         x = inputs
@@ -218,8 +220,10 @@ class RNNStack(keras.layers.Layer):
         return x
 
     def compute_output_shape(self, input_shape):
-        width = self.units * (2 if self.bidirectional else 1)
-        return tuple(input_shape[:-1]) + (width,)
+        shape = tuple(input_shape)
+        for rnn in self.rnns:
+            shape = tuple(rnn.compute_output_shape(shape))
+        return shape
 
     def compute_mask(self, inputs, mask=None):
         return mask

@@ -29,14 +29,14 @@ def random_weights(layer, rng):
     return {w.name: rng.normal(scale=0.6, size=w.shape).astype("float32") for w in layer.weights}
 
 
-def tf_values_and_grads(layer, x, weights, probes, mask=None):
+def tf_values_and_grads(layer, x, weights, probes, mask=None, training=False):
     layer.build(x.shape)
     for variable in layer.weights:
         variable.assign(weights[variable.name])
     inputs = tf.constant(x)
     with tf.GradientTape() as tape:
         tape.watch(inputs)
-        outputs, h, c = layer(inputs, mask=mask)
+        outputs, h, c = layer(inputs, mask=mask, training=training)
         loss = sum(tf.reduce_sum(value * probe) for value, probe in zip((outputs, h, c), probes))
     grads = tape.gradient(loss, [inputs] + layer.weights)
     names = ["inputs"] + [w.name for w in layer.weights]
@@ -60,8 +60,9 @@ def test_matches_numpy_reference_with_gradients(options):
     weights = random_weights(layers["fast"], rng)
     expected = reference.run(x.astype(np.float64), weights, options, mask)
     expected_grads = reference.numeric_gradients(x, weights, options, probes, mask)
-    for name, layer in layers.items():
-        values, grads = tf_values_and_grads(layer, x, weights, probes, mask)
+    # training=True takes the hand-written backward pass, False plain autodiff.
+    for (name, layer), training in itertools.product(layers.items(), [True, False]):
+        values, grads = tf_values_and_grads(layer, x, weights, probes, mask, training)
         for got, want in zip(values, expected):
             np.testing.assert_allclose(got, want, atol=1e-5, err_msg=name)
         for key, want in expected_grads.items():

@@ -1,0 +1,195 @@
+"""PeepholeLSTM as a sequence layer: masks, directions, states, compiled
+paths, precision policies, serialization, stacking and the registry."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lstm_core import RNN_LAYERS, PeepholeLSTM, PeepholeLSTMCell, RNNStack, make_rnn
+
+OPTIONS = dict(cell_clip=0.8, num_proj=3, proj_clip=0.6)
+LENGTHS = [5, 3, 1]
+
+
+@pytest.fixture
+def padded():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(3, 5, 4)).astype("float32")
+    for row, length in enumerate(LENGTHS):
+        x[row, length:] = 0.0
+    return x
+
+
+def run_one_by_one(layer, x):
+    return [layer(x[row:row + 1, :length]) for row, length in enumerate(LENGTHS)]
+
+
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["fast", "fallback"])
+def test_padded_batch_equals_sequences_one_by_one(padded, layer_norm):
+    layer = PeepholeLSTM(6, return_sequences=True, return_state=True, layer_norm=layer_norm,
+                         **OPTIONS)
+    outputs, h, c = layer(padded, lengths=np.array(LENGTHS))
+    for row, (one_out, one_h, one_c) in enumerate(run_one_by_one(layer, padded)):
+        length = LENGTHS[row]
+        np.testing.assert_allclose(outputs[row, :length], one_out[0], atol=1e-6)
+        np.testing.assert_array_equal(outputs[row, length:], 0.0)
+        np.testing.assert_allclose(h[row], one_h[0], atol=1e-6)
+        np.testing.assert_allclose(c[row], one_c[0], atol=1e-6)
+
+
+def test_keras_mask_and_lengths_agree(padded):
+    inputs = keras.Input((None, 4))
+    masked = keras.layers.Masking(0.0)(inputs)
+    layer = PeepholeLSTM(6, return_sequences=True, **OPTIONS)
+    model = keras.Model(inputs, layer(masked))
+    np.testing.assert_allclose(model(padded), layer(padded, lengths=np.array(LENGTHS)), atol=1e-6)
+
+
+def test_go_backwards_reads_each_sequence_from_its_end(padded):
+    backward = PeepholeLSTM(6, go_backwards=True, **OPTIONS)
+    h = backward(padded, lengths=np.array(LENGTHS))
+    forward = PeepholeLSTM.from_config({**backward.get_config(), "go_backwards": False})
+    forward.build(padded.shape)
+    forward.set_weights(backward.get_weights())
+    for row, length in enumerate(LENGTHS):
+        reversed_row = padded[row:row + 1, :length][:, ::-1]
+        np.testing.assert_allclose(h[row], forward(reversed_row)[0], atol=1e-6)
+
+
+def test_bidirectional_with_mask_matches_one_by_one(padded):
+    inputs = keras.Input((None, 4))
+    bi = keras.layers.Bidirectional(PeepholeLSTM(5, return_sequences=True, cell_clip=1.0))
+    model = keras.Model(inputs, bi(keras.layers.Masking(0.0)(inputs)))
+    batch = model(padded)
+    assert batch.shape == (3, 5, 10)
+    for row, length in enumerate(LENGTHS):
+        np.testing.assert_allclose(batch[row, :length], model(padded[row:row + 1, :length])[0],
+                                   atol=1e-6)
+
+
+def test_initial_state_and_return_state():
+    layer = PeepholeLSTM(4, return_state=True, num_proj=2)
+    x = np.ones((2, 3, 5), "float32")
+    h0, c0 = np.full((2, 2), 0.5, "float32"), np.full((2, 4), -0.5, "float32")
+    out, h, c = layer(x, initial_state=[h0, c0])
+    assert out.shape == (2, 2) and h.shape == (2, 2) and c.shape == (2, 4)
+    np.testing.assert_allclose(out, h)
+    assert not np.allclose(out, layer(x)[0])
+    # Continuing from a returned state equals running the whole sequence.
+    first = layer(x[:, :2])
+    whole = layer(x)
+    np.testing.assert_allclose(layer(x[:, 2:], initial_state=list(first[1:]))[0], whole[0],
+                               atol=1e-6)
+
+
+def test_tf_function_and_xla_do_not_retrace_and_match_eager():
+    layer = PeepholeLSTM(8, return_sequences=True, cell_clip=1.0)
+    layer.build((None, None, 3))
+    traces = []
+
+    def loss_and_grads(x, lengths):
+        traces.append(1)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(layer(x, lengths=lengths, training=True) ** 2)
+        return loss, tape.gradient(loss, layer.trainable_weights)
+
+    signature = [tf.TensorSpec((None, None, 3)), tf.TensorSpec((None,), tf.int32)]
+    graph = tf.function(loss_and_grads, input_signature=signature)
+    xla = tf.function(loss_and_grads, input_signature=signature, jit_compile=True)
+    rng = np.random.default_rng(0)
+    for batch, steps in [(4, 7), (4, 7), (2, 9), (5, 3)]:
+        x = tf.constant(rng.normal(size=(batch, steps, 3)).astype("float32"))
+        lengths = tf.constant(rng.integers(1, steps + 1, size=batch), tf.int32)
+        eager_loss, eager_grads = loss_and_grads(x, lengths)
+        for compiled in (graph, xla):
+            loss, grads = compiled(x, lengths)
+            np.testing.assert_allclose(loss, eager_loss, rtol=1e-5)
+            for got, want in zip(grads, eager_grads):
+                np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+    # 4 eager calls + one trace each for graph and XLA, whatever the shapes.
+    assert len(traces) == 4 + 2
+
+
+def test_keras_fit_with_jit_compile_learns():
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(64, 6, 3)).astype("float32")
+    y = (x[:, :, 0].sum(axis=1, keepdims=True) > 0).astype("float32")
+    model = keras.Sequential([keras.Input((6, 3)), PeepholeLSTM(8, cell_clip=2.0),
+                              keras.layers.Dense(1, activation="sigmoid")])
+    model.compile(keras.optimizers.Adam(0.05, global_clipnorm=1.0), "binary_crossentropy",
+                  jit_compile=True)
+    history = model.fit(x, y, epochs=8, batch_size=16, verbose=0)
+    assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
+
+
+@pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
+def test_mixed_precision_keeps_the_recurrence_in_float32(policy):
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 6, 4)).astype("float32")
+    reference = PeepholeLSTM(5, return_sequences=True, cell_clip=1.0, num_proj=3)
+    expected = reference(x)
+    keras.mixed_precision.set_global_policy(policy)
+    try:
+        layer = PeepholeLSTM(5, return_sequences=True, cell_clip=1.0, num_proj=3)
+        layer.build(x.shape)
+        layer.set_weights(reference.get_weights())
+        assert layer.cell.compute_dtype == "float32"
+        assert all(w.dtype == "float32" for w in layer.weights)
+        for fn in (layer, tf.function(layer, jit_compile=True)):
+            out = fn(x)
+            assert out.dtype == policy.split("_")[1]
+            np.testing.assert_allclose(np.asarray(out, "float32"), expected, atol=3e-2)
+        with tf.GradientTape() as tape:
+            loss = tf.reduce_sum(tf.cast(layer(x, training=True), "float32"))
+        grads = tape.gradient(loss, layer.trainable_weights)
+        assert all(g.dtype == "float32" and np.isfinite(g).all() for g in grads)
+    finally:
+        keras.mixed_precision.set_global_policy("float32")
+
+
+def test_configs_round_trip():
+    cell = PeepholeLSTMCell(4, num_proj=2, cell_clip=1.5, proj_clip=0.5, forget_bias=0.3,
+                            layer_norm=True, dropout=0.1, kernel_regularizer="l2")
+    assert PeepholeLSTMCell.from_config(cell.get_config()).get_config() == cell.get_config()
+    layer = PeepholeLSTM(4, return_sequences=True, go_backwards=True, num_proj=2, cell_clip=3.0,
+                         use_peepholes=False, recurrent_dropout=0.2)
+    config = layer.get_config()
+    assert config["num_proj"] == 2 and config["cell_clip"] == 3.0 and "cell" not in config
+    assert PeepholeLSTM.from_config(config).get_config() == config
+
+
+def test_model_saves_to_keras_file_and_reloads(tmp_path, padded):
+    inputs = keras.Input((None, 4))
+    x = keras.layers.Masking(0.0)(inputs)
+    x = RNNStack("peephole_lstm", 6, num_layers=2, bidirectional=True, residual=True,
+                 dropout=0.2, cell_options=dict(cell_clip=1.0, num_proj=3))(x)
+    x = PeepholeLSTM(4, layer_norm=True)(x)
+    model = keras.Model(inputs, x)
+    path = tmp_path / "model.keras"
+    model.save(path)
+    restored = keras.models.load_model(path)
+    np.testing.assert_allclose(restored(padded), model(padded), atol=1e-6)
+
+
+@pytest.mark.parametrize("cell", sorted(RNN_LAYERS))
+def test_stack_builds_every_registered_cell(cell, padded):
+    stack = RNNStack(cell, 4, num_layers=2, bidirectional=True, residual=True, dropout=0.1)
+    out = stack(padded, mask=np.arange(5)[None, :] < np.array(LENGTHS)[:, None], training=True)
+    assert out.shape == (3, 5, 8)
+    assert stack.compute_output_shape((3, 5, 4)) == (3, 5, 8)
+
+
+def test_residual_adds_input_where_sizes_match():
+    x = np.random.default_rng(0).normal(size=(2, 3, 4)).astype("float32")
+    plain = RNNStack("peephole_lstm", 4, num_layers=1)
+    residual = RNNStack("peephole_lstm", 4, num_layers=1, residual=True)
+    residual.build(x.shape)
+    plain.build(x.shape)
+    residual.set_weights(plain.get_weights())
+    np.testing.assert_allclose(residual(x), plain(x) + x, atol=1e-6)
+
+
+def test_unknown_cell_names_the_registered_ones():
+    with pytest.raises(ValueError, match="unknown cell 'lstn'; registered: gru, lstm, peephole_lstm"):
+        make_rnn("lstn", 4)

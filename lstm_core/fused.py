@@ -21,9 +21,10 @@ import tensorflow as tf
 from lstm_core.cells import clip, lstm_gates
 
 
-def _inside(x, limit):
-    """Where a clip passes its gradient: 1 inside [-limit, limit], else 0."""
-    return tf.cast(tf.abs(x) <= limit, x.dtype)
+def _inside(clipped, limit):
+    """Where a clip passed its gradient, from the clipped value: a value
+    clipped to the limit lay outside (exactly at the limit is measure zero)."""
+    return tf.cast(tf.abs(clipped) < limit, clipped.dtype)
 
 
 def _tensor_array(size):
@@ -68,77 +69,71 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
     projection = projection if use_projection else empty
 
     def forward(xz, keep, h0, c0, u, peep, proj, save):
-        """The forward loop; with ``save``, also the TensorArrays of what
-        the backward pass needs."""
+        """The forward loop. Returns the outputs, the final state and the
+        stacked states ``H``, ``C`` (``[T + 1, ...]``, the initial state
+        first) and, with ``save``, gate activations ``G`` for the backward
+        pass, which derives all else it needs from these three: each extra
+        per-step write costs more here than recomputing a product."""
         steps = tf.shape(xz)[0]
         peep_parts = tf.unstack(peep) if use_peepholes else None
 
-        def new_ta():
-            return _tensor_array(steps)
-
-        def step(t, h, c, out_ta, *saved):
+        def step(t, h, c, h_ta, c_ta, g_ta):
             z = xz[t] + tf.matmul(h, u)
-            i, f, g, o, c_raw, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
-            h_raw = o * tf.tanh(c_new)
+            i, f, g, o, _, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
+            h_new = o * tf.tanh(c_new)
             if use_projection:
-                h_raw = tf.matmul(h_raw, proj)
-            h_new = clip(h_raw, proj_clip)
-            if save:
-                gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta = saved
-                saved = (
-                    gates_ta.write(t, tf.concat([i, f, g, o], axis=-1)),
-                    c_prev_ta.write(t, c),
-                    c_raw_ta.write(t, c_raw),
-                    h_prev_ta.write(t, h),
-                    h_raw_ta.write(t, h_raw) if clip_projection else h_raw_ta,
-                )
+                h_new = clip(tf.matmul(h_new, proj), proj_clip)
             if use_mask:
                 k = keep[t]
-                out = k * h_new
-                h_new = out + (1.0 - k) * h
+                h_new = k * h_new + (1.0 - k) * h
                 c_new = k * c_new + (1.0 - k) * c
-            else:
-                out = h_new
-            return (t + 1, h_new, c_new, out_ta.write(t, out)) + tuple(saved)
+            if save:
+                c_ta = c_ta.write(t + 1, c_new)
+                g_ta = g_ta.write(t, tf.concat([i, f, g, o], axis=-1))
+            return t + 1, h_new, c_new, h_ta.write(t + 1, h_new), c_ta, g_ta
 
-        saved = tuple(new_ta() for _ in range(5)) if save else ()
-        _, h_last, c_last, out_ta, *saved = tf.while_loop(
-            lambda t, *_: t < steps, step, (tf.constant(0), h0, c0, new_ta()) + saved
+        h_ta = _tensor_array(steps + 1).write(0, h0)
+        c_ta = _tensor_array(steps + 1).write(0, c0)
+        _, h_last, c_last, h_ta, c_ta, g_ta = tf.while_loop(
+            lambda t, *_: t < steps, step, (tf.constant(0), h0, c0, h_ta, c_ta, _tensor_array(steps))
         )
-        return out_ta.stack(), h_last, c_last, saved
+        states_h = h_ta.stack()
+        # A masked step outputs zeros while its state carries on.
+        outputs = states_h[1:] * keep if use_mask else states_h[1:]
+        return outputs, h_last, c_last, (states_h, c_ta.stack(), g_ta.stack()) if save else None
 
     if not training:
         return forward(xz, keep, h0, c0, recurrent_kernel, peepholes, projection, False)[:3]
 
     @tf.custom_gradient
     def run(xz, keep, h0, c0, u, peep, proj):
-        outputs, h_last, c_last, saved = forward(xz, keep, h0, c0, u, peep, proj, True)
-        gates_ta, c_prev_ta, c_raw_ta, h_prev_ta, h_raw_ta = saved
+        outputs, h_last, c_last, (states_h, states_c, gates) = forward(
+            xz, keep, h0, c0, u, peep, proj, True)
 
         def grad(d_outputs, d_h_last, d_c_last):
             d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
             d_h_last = tf.zeros_like(h_last) if d_h_last is None else d_h_last
             d_c_last = tf.zeros_like(c_last) if d_c_last is None else d_c_last
+            steps = tf.shape(xz)[0]
             u_t = tf.transpose(u)
             proj_t = tf.transpose(proj) if use_projection else None
             if use_peepholes:
                 p_i, p_f, p_o = tf.unstack(peep)
 
-            def backward_step(t, dh, dc, dz_ta, dh_raw_ta):
-                i, f, g, o = tf.split(gates_ta.read(t), 4, axis=-1)
-                c_prev = c_prev_ta.read(t)
-                c_raw = c_raw_ta.read(t)
-                c_new = clip(c_raw, cell_clip)
+            def backward_step(t, dh, dc, dz_ta, dh_proj_ta):
+                i, f, g, o = tf.split(gates[t], 4, axis=-1)
+                c_prev, c_new = states_c[t], states_c[t + 1]
                 dh_new = d_outputs[t] + dh
                 dc_new = dc
                 if use_mask:
+                    # A masked step passes the state's gradient straight on.
                     k = keep[t]
                     dh_new, dh_pass = k * dh_new, (1.0 - k) * dh
                     dc_new, dc_pass = k * dc, (1.0 - k) * dc
                 if use_projection:
                     if clip_projection:
-                        dh_new = dh_new * _inside(h_raw_ta.read(t), proj_clip)
-                    dh_raw_ta = dh_raw_ta.write(t, dh_new)
+                        dh_new = dh_new * _inside(states_h[t + 1], proj_clip)
+                    dh_proj_ta = dh_proj_ta.write(t, dh_new)
                     dm = tf.matmul(dh_new, proj_t)
                 else:
                     dm = dh_new
@@ -148,7 +143,7 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 if use_peepholes:
                     dc_cur += dz_o * p_o
                 if cell_clip is not None:
-                    dc_cur *= _inside(c_raw, cell_clip)
+                    dc_cur *= _inside(c_new, cell_clip)
                 dz_i = dc_cur * g * i * (1.0 - i)
                 dz_f = dc_cur * c_prev * f * (1.0 - f)
                 dz_g = dc_cur * i * (1.0 - g * g)
@@ -160,33 +155,28 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 if use_mask:
                     dh_prev += dh_pass
                     dc_prev += dc_pass
-                return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz), dh_raw_ta
+                return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz), dh_proj_ta
 
-            _, dh0, dc0, dz_ta, dh_raw_ta = tf.while_loop(
+            _, dh0, dc0, dz_ta, dh_proj_ta = tf.while_loop(
                 lambda t, *_: t >= 0,
                 backward_step,
-                (tf.shape(xz)[0] - 1, d_h_last, d_c_last, _tensor_array(tf.shape(xz)[0]),
-                 _tensor_array(tf.shape(xz)[0])),
+                (steps - 1, d_h_last, d_c_last, _tensor_array(steps), _tensor_array(steps)),
             )
             dz = dz_ta.stack()
             # Weight gradients: one large product each over all T * B rows.
-            du = tf.matmul(_flat(h_prev_ta.stack()), _flat(dz), transpose_a=True)
+            du = tf.matmul(_flat(states_h[:-1]), _flat(dz), transpose_a=True)
             d_peep = tf.zeros_like(peep)
             d_proj = tf.zeros_like(proj)
-            if use_peepholes or use_projection:
-                c_prev_all = c_prev_ta.stack()
-                c_new_all = clip(c_raw_ta.stack(), cell_clip)
-                dz_i, dz_f, _, dz_o = tf.split(dz, 4, axis=-1)
             if use_peepholes:
+                dz_i, dz_f, _, dz_o = tf.split(dz, 4, axis=-1)
                 d_peep = tf.stack([
-                    tf.reduce_sum(dz_i * c_prev_all, axis=[0, 1]),
-                    tf.reduce_sum(dz_f * c_prev_all, axis=[0, 1]),
-                    tf.reduce_sum(dz_o * c_new_all, axis=[0, 1]),
+                    tf.reduce_sum(dz_i * states_c[:-1], axis=[0, 1]),
+                    tf.reduce_sum(dz_f * states_c[:-1], axis=[0, 1]),
+                    tf.reduce_sum(dz_o * states_c[1:], axis=[0, 1]),
                 ])
             if use_projection:
-                o_all = tf.split(gates_ta.stack(), 4, axis=-1)[3]
-                m_all = o_all * tf.tanh(c_new_all)
-                d_proj = tf.matmul(_flat(m_all), _flat(dh_raw_ta.stack()), transpose_a=True)
+                m = tf.split(gates, 4, axis=-1)[3] * tf.tanh(states_c[1:])
+                d_proj = tf.matmul(_flat(m), _flat(dh_proj_ta.stack()), transpose_a=True)
             return dz, tf.zeros_like(keep), dh0, dc0, du, d_peep, d_proj
 
         return (outputs, h_last, c_last), grad

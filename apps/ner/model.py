@@ -1,0 +1,108 @@
+"""The BiLSTM-CRF tagger (Lample et al. 2016; Ma & Hovy 2016) on the core.
+
+Per token: a word embedding (with word dropout: training replaces a word by
+the unknown id with probability ``word_dropout``, so the model learns what to
+do with words it never saw), character features (a BiLSTM over the
+characters, or a CNN with max pooling) and a capitalization embedding. Then
+stacked bidirectional recurrent layers from the core registry, and per-tag
+scores decoded by a linear-chain CRF (or a softmax).
+"""
+
+import keras
+from keras import ops
+
+from apps.ner.features import NUM_CAPS, PAD, UNK
+from lstm_core import RNNStack, make_rnn
+from lstm_core.crf import CRF
+
+
+@keras.saving.register_keras_serializable(package="apps.ner")
+class Tagger(keras.Model):
+    """Scores ``[batch, tokens, tags]`` from ``{"words", "chars", "caps"}``.
+
+    ``num_words`` / ``num_chars`` count vocabulary entries without the two
+    reserved ids (padding 0, unknown 1). ``encoder`` holds the
+    :class:`lstm_core.RNNStack` arguments. ``allowed`` are the CRF's allowed
+    transitions (see :func:`lstm_core.crf.allowed_transitions`).
+    """
+
+    def __init__(self, num_words, num_chars, num_tags, word_dim=100, char_dim=25,
+                 char_encoder="lstm", char_units=25, caps_dim=4, encoder=None,
+                 dropout=0.5, word_dropout=0.05, output="crf", allowed=None, seed=None,
+                 **kwargs):
+        super().__init__(**kwargs)
+        self.settings = dict(
+            num_words=num_words, num_chars=num_chars, num_tags=num_tags, word_dim=word_dim,
+            char_dim=char_dim, char_encoder=char_encoder, char_units=char_units,
+            caps_dim=caps_dim, encoder=dict(encoder or {}), dropout=dropout,
+            word_dropout=word_dropout, output=output, allowed=allowed, seed=seed)
+        self.word_dropout = word_dropout
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.word_embedding = keras.layers.Embedding(num_words + 2, word_dim, mask_zero=True,
+                                                     name="word_embedding")
+        self.char_encoder = char_encoder
+        if char_encoder != "none":
+            self.char_embedding = keras.layers.Embedding(num_chars + 2, char_dim, mask_zero=True,
+                                                         name="char_embedding")
+            if char_encoder == "lstm":
+                self.char_layer = keras.layers.Bidirectional(
+                    make_rnn("peephole_lstm", char_units), name="char_bilstm")
+            else:
+                self.char_layer = keras.layers.Conv1D(2 * char_units, 3, padding="same",
+                                                      activation="relu", name="char_cnn")
+        self.caps_embedding = keras.layers.Embedding(NUM_CAPS, caps_dim, name="caps_embedding")
+        self.dropout = keras.layers.Dropout(dropout, seed=seed)
+        self.encoder = RNNStack(**{"bidirectional": True, **self.settings["encoder"]},
+                                name="encoder")
+        self.scores = keras.layers.Dense(num_tags, dtype="float32", name="scores")
+        self.crf = CRF(num_tags, allowed=allowed, name="crf") if output == "crf" else None
+
+    def char_features(self, chars):
+        batch, tokens, length = ops.shape(chars)[0], ops.shape(chars)[1], ops.shape(chars)[2]
+        flat = ops.reshape(chars, (-1, length))
+        embedded = self.char_embedding(flat)
+        mask = flat != PAD
+        if self.char_encoder == "lstm":
+            features = self.char_layer(embedded, mask=mask)
+        else:  # max over the real characters
+            convolved = self.char_layer(embedded)
+            features = ops.max(ops.where(mask[..., None], convolved, -1e4), axis=1)
+            features = ops.where(ops.any(mask, axis=1)[:, None], features, 0.0)
+        return ops.reshape(features, (batch, tokens, features.shape[-1]))
+
+    def call(self, inputs, training=False):
+        words = inputs["words"]
+        mask = words != PAD
+        if training and self.word_dropout > 0:
+            drop = keras.random.uniform(ops.shape(words), seed=self.seed_generator) < self.word_dropout
+            words = ops.where(ops.logical_and(drop, mask), UNK, words)
+        parts = [self.word_embedding(words), self.caps_embedding(inputs["caps"])]
+        if self.char_encoder != "none":
+            parts.append(ops.cast(self.char_features(inputs["chars"]), parts[0].dtype))
+        x = self.dropout(ops.concatenate(parts, axis=-1), training=training)
+        x = self.encoder(x, mask=mask, training=training)
+        return self.scores(self.dropout(x, training=training))
+
+    def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
+        lengths = ops.sum(ops.cast(x["words"] != PAD, "int32"), axis=1)
+        if self.crf is not None:
+            loss = -ops.mean(self.crf.log_likelihood(y_pred, y, lengths=lengths))
+        else:
+            mask = ops.cast(x["words"] != PAD, "float32")
+            per_token = keras.losses.sparse_categorical_crossentropy(y, y_pred, from_logits=True)
+            loss = ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
+        if self.losses:
+            loss = loss + ops.sum(self.losses)
+        return loss
+
+    def decode(self, inputs):
+        """Best tag ids ``[batch, tokens]`` (0 past each sentence's end)."""
+        scores = self(inputs, training=False)
+        lengths = ops.sum(ops.cast(inputs["words"] != PAD, "int32"), axis=1)
+        if self.crf is not None:
+            return self.crf(scores, lengths=lengths)
+        mask = inputs["words"] != PAD
+        return ops.where(mask, ops.cast(ops.argmax(scores, axis=-1), "int32"), 0)
+
+    def get_config(self):
+        return {**super().get_config(), **self.settings}

@@ -1,0 +1,222 @@
+"""The NER app: what the core calls to read data, build, score, use and
+export the tagger. Registered as ``ner`` in ``pyproject.toml``."""
+
+from pathlib import Path
+
+import numpy as np
+import tensorflow as tf
+
+from apps.ner import data as conll
+from apps.ner.metrics import entity_scores, format_report
+from lstm_core.apps import App
+from lstm_core.errors import UserError
+from lstm_core.recipes import Field
+
+SCHEMES = ["bio", "iobes"]
+OPTIONAL_PATH = (str, type(None))
+
+
+def _cells():
+    from lstm_core import RNN_LAYERS
+
+    return sorted(RNN_LAYERS)
+
+
+class NERApp(App):
+    name = "ner"
+    metric = "f1"
+    data_schema = {
+        "train_file": Field(OPTIONAL_PATH, None, data_file=True,
+                            doc="CoNLL training file under the data root"),
+        "dev_file": Field(OPTIONAL_PATH, None, data_file=True, doc="CoNLL dev file (model selection)"),
+        "test_file": Field(OPTIONAL_PATH, None, data_file=True, optional_file=True,
+                           doc="CoNLL test file, scored at the end if present"),
+        "tfds": Field(OPTIONAL_PATH, None,
+                      doc="instead of files: a prepared tensorflow-datasets set, conll2003 or wikiann/<lang>"),
+        "tfds_dir": Field(OPTIONAL_PATH, None, data_file=True, doc="tensorflow-datasets data_dir"),
+        "tag_column": Field(int, -1, doc="column holding the tag (-1: last)"),
+        "scheme": Field(str, "iobes", choices=SCHEMES, doc="tag scheme the model is trained in"),
+        "lowercase": Field(bool, False, doc="lowercase words (capitalization stays a feature)"),
+        "min_count": Field(int, 1, min=1, doc="words seen fewer times are unknown"),
+        "max_word_length": Field(int, 20, min=1, doc="characters kept per word"),
+        "embeddings": Field(OPTIONAL_PATH, None, data_file=True,
+                            doc="pretrained vectors, GloVe or word2vec text format"),
+    }
+    model_schema = {
+        "word_dim": Field(int, 100, min=1),
+        "char_encoder": Field(str, "lstm", choices=["lstm", "cnn", "none"]),
+        "char_dim": Field(int, 25, min=1),
+        "char_units": Field(int, 25, min=1),
+        "caps_dim": Field(int, 4, min=1),
+        "encoder": {
+            "cell": Field(str, "peephole_lstm", choices=_cells, doc="registered recurrent layer"),
+            "units": Field(int, 200, min=1, doc="units per direction"),
+            "num_layers": Field(int, 1, min=1),
+            "bidirectional": Field(bool, True),
+            "dropout": Field(float, 0.0, min=0, max=0.99, doc="between layers"),
+            "residual": Field(bool, False),
+            "cell_options": Field(dict, {}, doc="extra layer arguments, e.g. cell_clip"),
+        },
+        "dropout": Field(float, 0.5, min=0, max=0.99),
+        "word_dropout": Field(float, 0.05, min=0, max=0.99, doc="chance a training word becomes unknown"),
+        "output": Field(str, "crf", choices=["crf", "softmax"]),
+        "constrained": Field(bool, True, doc="forbid invalid tag transitions in the CRF"),
+        "seed": Field(int, 1),
+    }
+
+    # -- data -----------------------------------------------------------------
+
+    def sentences(self, config, split, path=None):
+        """Sentences of ``split`` (train/dev/test) or of the file ``path``,
+        in the recipe's tag scheme."""
+        data = config["data"]
+        if path is None and data["tfds"]:
+            tfds_split = {"train": "train", "dev": "validation", "test": "test"}[split]
+            sentences = conll.load_tfds(data["tfds"], tfds_split, data["tfds_dir"])
+        else:
+            path = path or data[f"{split}_file"]
+            if path is None:
+                raise UserError(f"data.{split}_file is not set (nor data.tfds)")
+            sentences = conll.read_conll(path, tag_column=data["tag_column"])
+        return conll.convert_sentences(sentences, data["scheme"])
+
+    def build_assets(self, config, data_root):
+        data = config["data"]
+        train = self.sentences(config, "train")
+        vocab = conll.build_vocab(train, min_count=data["min_count"], lowercase=data["lowercase"])
+        words = vocab["words"]
+        if data["embeddings"]:
+            known = set(words)
+            words += [w for w in read_embeddings(data["embeddings"], data["lowercase"]) if w not in known]
+        return {"words": words, "chars": vocab["chars"], "tags": vocab["tags"],
+                "scheme": data["scheme"], "lowercase": data["lowercase"],
+                "max_word_length": data["max_word_length"]}
+
+    def build_data(self, config, data_root, assets):
+        train = self.dataset(self.sentences(config, "train"), assets, config, shuffle=True)
+        dev = self.dataset(self.sentences(config, "dev"), assets, config, shuffle=False)
+        return train, dev
+
+    def dataset(self, sentences, assets, config, shuffle):
+        from apps.ner.features import Featurizer
+        from lstm_core.data import bucketed_batches
+
+        tag_ids = {tag: index for index, tag in enumerate(assets["tags"])}
+        texts = [" ".join(s.tokens) for s in sentences]
+        tags = tf.ragged.constant([[tag_ids.get(t, 0) for t in s.tags] for s in sentences],
+                                  dtype=tf.int32, ragged_rank=1)
+        featurizer = Featurizer(assets["words"], assets["chars"], assets["lowercase"],
+                                assets["max_word_length"])
+        ds = tf.data.Dataset.from_tensor_slices((texts, tags))
+        lengths = [len(s.tokens) for s in sentences]
+        ds = bucketed_batches(ds, lengths, config["train"]["batch_size"], shuffle=shuffle,
+                              seed=config["train"]["seed"], length_fn=lambda text, tag: tf.shape(tag)[0])
+        return ds.map(lambda text, tag: (featurizer(text), tag),
+                      num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    # -- model ----------------------------------------------------------------
+
+    def build_model(self, config, assets):
+        from apps.ner.model import Tagger
+        from lstm_core.crf import allowed_transitions
+
+        model = config["model"]
+        allowed = None
+        if model["output"] == "crf" and model["constrained"]:
+            allowed = [a.tolist() for a in allowed_transitions(assets["tags"], assets["scheme"])]
+        tagger = Tagger(
+            num_words=len(assets["words"]), num_chars=len(assets["chars"]),
+            num_tags=len(assets["tags"]), word_dim=model["word_dim"],
+            char_dim=model["char_dim"], char_encoder=model["char_encoder"],
+            char_units=model["char_units"], caps_dim=model["caps_dim"],
+            encoder=model["encoder"], dropout=model["dropout"],
+            word_dropout=model["word_dropout"], output=model["output"], allowed=allowed,
+            seed=model["seed"])
+        sample = self.serving(tagger, assets).featurizer(tf.constant(["a"]))
+        tagger(sample)  # build
+        if config["data"]["embeddings"]:
+            load_embeddings(tagger, assets, config["data"]["embeddings"])
+        return tagger
+
+    def serving(self, model, assets):
+        from apps.ner.serving import NERServing
+
+        return NERServing(model, assets)
+
+    # -- use ------------------------------------------------------------------
+
+    def evaluate(self, model, config, data_root, assets, path=None):
+        sentences = self.sentences(config, "dev", path)
+        predicted = self.serving(model, assets).tag([s.tokens for s in sentences])
+        gold = [conll.convert_tags(s.tags, config["data"]["scheme"], "bio") for s in sentences]
+        scores = entity_scores(gold, predicted)
+        flat = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
+        return {**flat, "report": format_report(scores)}
+
+    def predict(self, model, config, assets, input_path, output_path=None):
+        path = Path(input_path)
+        if not path.is_file():
+            raise UserError(f"input file not found: {path}")
+        serving = self.serving(model, assets)
+        if _looks_like_conll(path):
+            sentences = conll.read_conll(path, tag_column=config["data"]["tag_column"])
+            tagged = serving.tag([s.tokens for s in sentences])
+            conll.write_conll(output_path, sentences, tagged)
+            return
+        items = []
+        for line in path.read_text(encoding="utf-8").splitlines():
+            spans = conll.tokenize(line)
+            tokens = [t for t, _, _ in spans]
+            tags = serving.tag([tokens])[0] if tokens else []
+            offsets = [(start, end) for _, start, end in spans]
+            items.append({"text": line, "tokens": tokens, "tags": tags,
+                          "entities": conll.entity_spans(tokens, tags, offsets)})
+        conll.write_jsonl(output_path, items)
+
+    def serving_module(self, model, config, assets):
+        return self.serving(model, assets)
+
+    def serving_example(self, assets):
+        return {"sentences": ["John Smith visited Paris on Monday .", "EU rejects German call"]}
+
+
+def _looks_like_conll(path):
+    """CoNLL: every non-blank line among the first ones has 2+ columns whose
+    last is a tag."""
+    with open(path, encoding="utf-8") as f:
+        lines = [line.split() for line, _ in zip(f, range(50)) if line.strip()]
+    return bool(lines) and all(
+        len(cols) >= 2 and (cols[-1] == "O" or cols[-1][:2] in ("B-", "I-", "E-", "S-"))
+        for cols in lines)
+
+
+def read_embeddings(path, lowercase):
+    """Words and vectors of a GloVe / word2vec text file (a word2vec header
+    line ``count dim`` is skipped)."""
+    vectors = {}
+    with open(path, encoding="utf-8", errors="replace") as f:
+        for number, line in enumerate(f, 1):
+            parts = line.rstrip().split(" ")
+            if number == 1 and len(parts) == 2:
+                continue
+            try:
+                vector = np.asarray(parts[1:], dtype="float32")
+            except ValueError:
+                raise UserError(f"{path}:{number}: not a 'word v1 v2 ...' line") from None
+            word = parts[0].lower() if lowercase else parts[0]
+            vectors.setdefault(word, vector)
+    return vectors
+
+
+def load_embeddings(tagger, assets, path):
+    vectors = read_embeddings(path, assets["lowercase"])
+    table = tagger.word_embedding.embeddings
+    weights = table.numpy()
+    for index, word in enumerate(assets["words"], start=2):
+        vector = vectors.get(word)
+        if vector is not None:
+            if vector.shape[0] != weights.shape[1]:
+                raise UserError(f"{path}: vectors have {vector.shape[0]} dimensions, "
+                                f"model.word_dim is {weights.shape[1]}")
+            weights[index] = vector
+    table.assign(weights)

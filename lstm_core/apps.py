@@ -62,6 +62,11 @@ class App:
         may carry a printable ``"report"`` string."""
         raise NotImplementedError
 
+    def test_sets(self, config: dict) -> dict:
+        """``{name: path}`` of further sets to score at the end of training
+        (a test file the recipe names and that exists)."""
+        return {}
+
     def predict(self, model, config: dict, assets: dict, input_path,
                 output_path=None) -> None:
         raise NotImplementedError

@@ -1,4 +1,5 @@
-r"""A linear-chain conditional random field for sequence tagging.
+r"""A linear-chain conditional random field for sequence tagging (the CRF that
+TensorFlow Addons used to provide), for Keras 3 on the TensorFlow backend.
 
 For per-token scores ``x_t`` (``[K]`` tags), transitions ``A`` (``A[i, j]`` =
 score of tag ``j`` following tag ``i``), start and end scores ``s`` and ``e``,
@@ -6,18 +7,23 @@ the score of a tag sequence ``y_1..y_n`` is::
 
     score(y) = s[y_1] + sum_t x_t[y_t] + sum_{t>1} A[y_{t-1}, y_t] + e[y_n]
 
-and its probability ``exp(score(y)) / Z`` where ``log Z`` comes from the
+and its probability ``exp(score(y)) / Z``, where ``log Z`` comes from the
 forward algorithm::
 
     alpha_1 = s + x_1
     alpha_t[j] = logsumexp_i(alpha_{t-1}[i] + A[i, j]) + x_t[j]
-    log Z = logsumexp(alpha_n + e)
+    log Z = logsumexp_j(alpha_n[j] + e[j])
 
-Viterbi decoding replaces logsumexp by max and follows back-pointers.
+Viterbi decoding replaces logsumexp by max and follows back-pointers::
+
+    delta_t[j] = max_i(delta_{t-1}[i] + A[i, j]) + x_t[j],  bp_t[j] = argmax_i(...)
+    y_n = argmax_j(delta_n[j] + e[j]),  y_{t-1} = bp_t[y_t]
+
 Sequences in a batch have their own lengths: past its length a sequence's
 recursion state is carried unchanged, so a padded batch gives the same
-results as its sequences one by one. Everything runs in float32, eagerly, in
-``tf.function`` and under XLA.
+results as its sequences one by one. An empty sequence has ``log Z = 0``,
+score 0 and all-0 tags. Everything is computed in float32 (potentials are
+cast), eagerly, in ``tf.function`` and under XLA, with dynamic batch and time.
 """
 
 import keras
@@ -27,178 +33,209 @@ import tensorflow as tf
 DISALLOWED = -1e4  # added to forbidden transitions: never decoded, ~0 probability
 
 
-def _prepare(potentials, lengths, start, end):
+def _prepare(potentials, lengths, transitions, start, end):
+    """Everything as float32 (mixed precision gives float16 potentials, whose
+    logsumexp over long sentences loses too much) and lengths in [0, T]."""
     potentials = tf.cast(potentials, tf.float32)
     num_tags = tf.shape(potentials)[2]
-    lengths = tf.cast(lengths, tf.int32)
+    lengths = tf.clip_by_value(tf.cast(lengths, tf.int32), 0, tf.shape(potentials)[1])
+    transitions = tf.cast(transitions, tf.float32)
     start = tf.zeros([num_tags]) if start is None else tf.cast(start, tf.float32)
     end = tf.zeros([num_tags]) if end is None else tf.cast(end, tf.float32)
-    return potentials, lengths, start, end
+    return potentials, lengths, transitions, start, end
 
 
 def _time_major_steps(potentials, lengths):
     """Time-major potentials ``[T + 1, B, K]`` and ``[T + 1, B, 1]`` booleans
     saying whether step t is inside sequence b. The extra step is never
-    inside: it keeps the scans over steps 2.. from being empty, which XLA
-    cannot compile, when a batch holds only one-token sequences."""
+    inside; it keeps ``steps[0]`` defined when T = 0 (a batch of empty
+    sequences), so the recursions below need no special case."""
     padded = tf.pad(potentials, [[0, 0], [0, 1], [0, 0]])
-    mask = tf.sequence_mask(lengths, tf.shape(padded)[1])
-    return tf.transpose(padded, [1, 0, 2]), tf.transpose(mask)[..., None]
+    inside = tf.sequence_mask(lengths, tf.shape(padded)[1])
+    return tf.transpose(padded, [1, 0, 2]), tf.transpose(inside)[..., None]
 
 
 def crf_log_norm(potentials, lengths, transitions, start=None, end=None):
     """``log Z`` per sequence, ``[B]``; 0 for an empty sequence."""
-    potentials, lengths, start, end = _prepare(potentials, lengths, start, end)
-    transitions = tf.cast(transitions, tf.float32)
-    steps, valid = _time_major_steps(potentials, lengths)
+    potentials, lengths, transitions, start, end = _prepare(
+        potentials, lengths, transitions, start, end)
+    steps, inside = _time_major_steps(potentials, lengths)
 
     def step(alpha, inputs):
         x, ok = inputs
         new = tf.reduce_logsumexp(alpha[:, :, None] + transitions, axis=1) + x
-        return tf.where(ok, new, alpha)
+        return tf.where(ok, new, alpha)  # past the end: carry alpha unchanged
 
-    alpha0 = start + steps[0]
-    alphas = tf.scan(step, (steps[1:], valid[1:]), initializer=alpha0)
-    last = tf.concat([alpha0[None], alphas], axis=0)[-1]
+    alpha1 = start + steps[0]
+    alphas = tf.scan(step, (steps[1:], inside[1:]), initializer=alpha1)
+    last = tf.concat([alpha1[None], alphas], axis=0)[-1]  # alpha_n of each sequence
     return tf.where(lengths > 0, tf.reduce_logsumexp(last + end, axis=1), 0.0)
 
 
 def crf_sequence_score(potentials, tags, lengths, transitions, start=None, end=None):
-    """``score(y)`` of the given tag sequences, ``[B]``."""
-    potentials, lengths, start, end = _prepare(potentials, lengths, start, end)
-    transitions = tf.cast(transitions, tf.float32)
-    tags = tf.cast(tags, tf.int32)
-    mask = tf.sequence_mask(lengths, tf.shape(potentials)[1], dtype=tf.float32)
-    unary = tf.reduce_sum(tf.gather(potentials, tags, batch_dims=2) * mask, axis=1)
+    """``score(y)`` of the given tag sequences ``[B, T]``, ``[B]``. Tags past
+    each length are ignored (they may be any padding value, even -1)."""
+    potentials, lengths, transitions, start, end = _prepare(
+        potentials, lengths, transitions, start, end)
+    max_len = tf.shape(potentials)[1]
+    inside = tf.sequence_mask(lengths, max_len)
+    tags = tf.where(inside, tf.cast(tags, tf.int32), 0)  # padding -> a valid index
+    unary = tf.gather(potentials, tags, batch_dims=2)  # x_t[y_t], [B, T]
+    unary = tf.reduce_sum(tf.where(inside, unary, 0.0), axis=1)
     pairs = tf.gather_nd(transitions, tf.stack([tags[:, :-1], tags[:, 1:]], axis=-1))
-    binary = tf.reduce_sum(pairs * mask[:, 1:], axis=1)
-    first = tf.gather(start, tags[:, 0])
-    last_tag = tf.gather(tags, tf.maximum(lengths - 1, 0), batch_dims=1)
-    boundary = tf.where(lengths > 0, first + tf.gather(end, last_tag), 0.0)
+    binary = tf.reduce_sum(tf.where(inside[:, 1:], pairs, 0.0), axis=1)  # pair (t, t+1): t+1 < n
+    padded = tf.pad(tags, [[0, 0], [0, 1]])  # so [:, 0] exists when T = 0
+    first, last = padded[:, 0], tf.gather(padded, tf.maximum(lengths - 1, 0), batch_dims=1)
+    boundary = tf.where(lengths > 0, tf.gather(start, first) + tf.gather(end, last), 0.0)
     return unary + binary + boundary
 
 
 def crf_log_likelihood(potentials, tags, lengths, transitions, start=None, end=None):
-    """``log p(y | x)`` per sequence, ``[B]``."""
+    """``log p(y | x) = score(y) - log Z`` per sequence, ``[B]``."""
     return (crf_sequence_score(potentials, tags, lengths, transitions, start, end)
             - crf_log_norm(potentials, lengths, transitions, start, end))
 
 
 def viterbi_decode(potentials, lengths, transitions, start=None, end=None):
     """Best tag sequences ``[B, T]`` int32 (0 past each length) and their
-    scores ``[B]``."""
-    potentials, lengths, start, end = _prepare(potentials, lengths, start, end)
-    transitions = tf.cast(transitions, tf.float32)
-    batch, max_len = tf.shape(potentials)[0], tf.shape(potentials)[1]
-    num_tags = tf.shape(potentials)[2]
-    steps, valid = _time_major_steps(potentials, lengths)
+    scores ``[B]`` float32 (0 for an empty sequence)."""
+    potentials, lengths, transitions, start, end = _prepare(
+        potentials, lengths, transitions, start, end)
+    batch, max_len, num_tags = tf.unstack(tf.shape(potentials))
+    steps, inside = _time_major_steps(potentials, lengths)
     identity = tf.broadcast_to(tf.range(num_tags)[None, :], [batch, num_tags])
 
     def forward(carry, inputs):
         delta, _ = carry
         x, ok = inputs
         scores = delta[:, :, None] + transitions  # [B, from, to]
-        best_prev = tf.argmax(scores, axis=1, output_type=tf.int32)
+        pointer = tf.argmax(scores, axis=1, output_type=tf.int32)
         new = tf.reduce_max(scores, axis=1) + x
-        # Past the end: keep delta, and point each tag back to itself.
-        return tf.where(ok, new, delta), tf.where(ok, best_prev, identity)
+        # Past the end: keep delta, and point every tag back to itself, so
+        # backtracking carries the last real tag through the padding.
+        return tf.where(ok, new, delta), tf.where(ok, pointer, identity)
 
-    delta0 = start + steps[0]
-    deltas, pointers = tf.scan(forward, (steps[1:], valid[1:]),
-                               initializer=(delta0, identity))
-    final = tf.concat([delta0[None], deltas], axis=0)[-1] + end
+    delta1 = start + steps[0]
+    deltas, pointers = tf.scan(forward, (steps[1:], inside[1:]), initializer=(delta1, identity))
+    final = tf.concat([delta1[None], deltas], axis=0)[-1] + end
     best_last = tf.argmax(final, axis=1, output_type=tf.int32)
     best_score = tf.reduce_max(final, axis=1)
 
-    def backward(tag, pointer):
-        return tf.gather(pointer, tag, batch_dims=1)
-
-    # pointers[t] maps the tag at step t+1 to the best tag at step t.
-    earlier = tf.scan(backward, pointers, initializer=best_last, reverse=True)
+    # pointers[t] maps the tag at step t+1 to the best tag at step t; walking
+    # them in reverse from the best final tag gives steps T-1 .. 0.
+    earlier = tf.scan(lambda tag, pointer: tf.gather(pointer, tag, batch_dims=1),
+                      pointers, initializer=best_last, reverse=True)
     path = tf.transpose(tf.concat([earlier, best_last[None]], axis=0))[:, :max_len]
     path = tf.where(tf.sequence_mask(lengths, max_len), path, 0)
     return path, tf.where(lengths > 0, best_score, 0.0)
 
 
+_PREFIXES = {"bio": ("B", "I"), "iob1": ("B", "I"), "iobes": ("B", "I", "E", "S")}
+
+
 def allowed_transitions(tags, scheme):
     """Which transitions a tag scheme allows, as boolean arrays
-    ``(allowed [K, K], allowed_start [K], allowed_end [K])``.
+    ``(allowed [K, K], allowed_start [K], allowed_end [K])`` (``allowed[i, j]``:
+    tag ``j`` may follow tag ``i``).
 
-    ``scheme``: ``bio`` (alias ``iob2``), ``iobes`` or ``iob1``. In BIO an
-    ``I-X`` continues a ``B-X`` or ``I-X`` and cannot start; in IOBES ``B-X``
-    and ``I-X`` continue into ``I-X`` or ``E-X`` only, and a sequence starts
-    and ends outside an entity or on its boundary; IOB1 only forbids ``B-X``
-    except after an ``X`` entity.
+    ``tags`` are ``"O"`` and ``PREFIX-TYPE``; ``scheme`` (any case) is ``bio``
+    (alias ``iob2``), ``iobes`` or ``iob1``:
+
+    - BIO: ``I-X`` only after ``B-X`` or ``I-X`` (so never first).
+    - IOBES: after ``B-X``/``I-X`` only ``I-X``/``E-X``; ``I-X``/``E-X`` only
+      after those; a sequence starts and ends outside an entity (first tag
+      O/B/S, last tag O/E/S).
+    - IOB1 (permissive): only ``B-X`` is restricted, to follow ``B-X`` or
+      ``I-X`` (it separates two adjacent X entities, so it is never first).
     """
-    scheme = scheme.lower()
-    if scheme not in ("bio", "iob2", "iobes", "iob1"):
-        raise ValueError(f"unknown tag scheme {scheme!r}; expected bio, iob2, iobes or iob1")
-    parts = [(tag, None) if tag == "O" else tuple(tag.split("-", 1)) for tag in tags]
+    key = str(scheme).lower()
+    key = "bio" if key == "iob2" else key
+    if key not in _PREFIXES:
+        raise ValueError(f"unknown tag scheme {scheme!r}: expected bio (iob2), iobes or iob1")
+    parsed = []
+    for tag in tags:
+        prefix, _, kind = tag.partition("-")
+        if tag != "O" and (prefix not in _PREFIXES[key] or not kind):
+            raise ValueError(f"bad tag {tag!r} for scheme {key}: expected O or "
+                             f"{'/'.join(_PREFIXES[key])}-TYPE")
+        parsed.append((prefix, kind))
 
-    def ok(previous, current):
-        prefix, kind = current
-        if previous is None:  # start
-            return not (prefix == "I" and scheme in ("bio", "iob2")) and prefix not in ("E",)\
-                and not (scheme == "iobes" and prefix == "I")
-        p_prefix, p_kind = previous
-        inside = p_prefix in ("B", "I") and p_kind == kind
-        if scheme in ("bio", "iob2"):
-            return prefix != "I" or inside
-        if scheme == "iob1":
-            return prefix != "B" or inside
-        open_entity = p_prefix in ("B", "I")
-        if prefix in ("I", "E"):
-            return inside
-        return not open_entity  # O, B, S only after O, E, S or at the start
+    def may_follow(previous, current):
+        (p, p_kind), (c, c_kind) = previous, current
+        continues = p in ("B", "I") and p_kind == c_kind  # inside an entity of c's type
+        if key == "bio":
+            return c != "I" or continues
+        if key == "iob1":
+            return c != "B" or continues
+        if c in ("I", "E"):
+            return continues
+        return p not in ("B", "I")  # O, B, S only outside an entity
 
-    def may_end(tag):
-        return scheme != "iobes" or tag[0] not in ("B", "I")
-
-    allowed = np.array([[ok(p, c) for c in parts] for p in parts])
-    allowed_start = np.array([ok(None, c) for c in parts])
-    allowed_end = np.array([may_end(p) for p in parts])
+    outside = ("O", "")  # the start behaves like a preceding O
+    allowed = np.array([[may_follow(p, c) for c in parsed] for p in parsed], bool)
+    allowed = allowed.reshape(len(parsed), len(parsed))
+    allowed_start = np.array([may_follow(outside, c) for c in parsed], bool)
+    allowed_end = np.array([key != "iobes" or p not in ("B", "I") for p, _ in parsed], bool)
     return allowed, allowed_start, allowed_end
 
 
 @keras.saving.register_keras_serializable(package="lstm_core")
 class CRF(keras.layers.Layer):
-    """Linear-chain CRF over per-token tag scores.
+    """Linear-chain CRF over per-token tag scores ``[B, T, num_tags]``.
 
-    ``call(potentials, mask=None, lengths=None)`` returns the Viterbi tags;
-    :meth:`log_likelihood` gives the training objective. ``allowed`` is
-    ``(allowed, allowed_start, allowed_end)`` as from
-    :func:`allowed_transitions` (nested lists keep the config JSON).
+    ``call(potentials, mask=None, lengths=None)`` returns the Viterbi tags
+    ``[B, T]`` int32; :meth:`log_likelihood` gives the training objective.
+    Lengths come from ``lengths``, else from the (prefix) Keras mask, else
+    are the full T. ``allowed`` is ``(allowed, allowed_start, allowed_end)``
+    as from :func:`allowed_transitions` (stored as nested lists so the config
+    is JSON); forbidden transitions get ``DISALLOWED`` added to their learned
+    score. The layer computes in float32 whatever the global dtype policy.
     """
 
     def __init__(self, num_tags, allowed=None, **kwargs):
+        # float32 by default, so a mixed_float16 policy does not make Keras
+        # cast the incoming potentials down to float16 before call().
+        kwargs.setdefault("dtype", "float32")
         super().__init__(**kwargs)
-        if isinstance(num_tags, bool) or not isinstance(num_tags, int) or num_tags <= 0:
+        if isinstance(num_tags, bool) or not isinstance(num_tags, (int, np.integer)) or num_tags <= 0:
             raise ValueError(f"num_tags must be a positive integer, got num_tags={num_tags!r}")
-        self.num_tags = num_tags
-        self.allowed = None if allowed is None else [np.asarray(a).tolist() for a in allowed]
+        self.num_tags = int(num_tags)
+        self.allowed = None
+        self._penalties = None
+        if allowed is not None:
+            arrays = [np.asarray(a, bool) for a in allowed]
+            shapes = [a.shape for a in arrays]
+            k = self.num_tags
+            if shapes != [(k, k), (k,), (k,)]:
+                raise ValueError(f"allowed must have shapes [({k}, {k}), ({k},), ({k},)] "
+                                 f"for num_tags={k}, got {shapes}")
+            self.allowed = [a.tolist() for a in arrays]
+            self._penalties = [np.where(a, 0.0, DISALLOWED).astype("float32") for a in arrays]
         self.supports_masking = True
-        # The weights' shapes do not depend on the input, and a model may use
-        # only log_likelihood() in training, never calling the layer.
+        # The weights do not depend on the input shape, and a model may use
+        # only log_likelihood() in training, never calling the layer: build now.
         self.build()
 
     def build(self, input_shape=None):
         k = self.num_tags
         init = keras.initializers.RandomUniform(-0.1, 0.1)
-        self.transitions = self.add_weight((k, k), initializer=init, name="transitions",
-                                           dtype="float32", autocast=False)
-        self.start_transitions = self.add_weight((k,), initializer=init, name="start_transitions",
-                                                 dtype="float32", autocast=False)
-        self.end_transitions = self.add_weight((k,), initializer=init, name="end_transitions",
-                                               dtype="float32", autocast=False)
+
+        def weight(shape, name):
+            return self.add_weight(shape, initializer=init, name=name, dtype="float32",
+                                   autocast=False)
+
+        self.transitions = weight((k, k), "transitions")
+        self.start_transitions = weight((k,), "start_transitions")
+        self.end_transitions = weight((k,), "end_transitions")
+        self.built = True
 
     def scores(self):
         """Transition, start and end scores with the constraints applied."""
-        transitions, start, end = (tf.convert_to_tensor(w) for w in
-                                   (self.transitions, self.start_transitions, self.end_transitions))
-        if self.allowed is not None:
-            penalties = [tf.where(tf.constant(a, tf.bool), 0.0, DISALLOWED) for a in self.allowed]
-            transitions, start, end = (s + p for s, p in zip((transitions, start, end), penalties))
-        return transitions, start, end
+        learned = [tf.convert_to_tensor(w) for w in
+                   (self.transitions, self.start_transitions, self.end_transitions)]
+        if self._penalties is None:
+            return tuple(learned)
+        return tuple(w + p for w, p in zip(learned, self._penalties))
 
     @staticmethod
     def _lengths(potentials, mask, lengths):
@@ -213,6 +250,7 @@ class CRF(keras.layers.Layer):
         return viterbi_decode(potentials, lengths, *self.scores())[0]
 
     def log_likelihood(self, potentials, tags, mask=None, lengths=None):
+        """``log p(tags | potentials)`` per sequence, ``[B]`` float32."""
         lengths = self._lengths(potentials, mask, lengths)
         return crf_log_likelihood(potentials, tags, lengths, *self.scores())
 
@@ -226,4 +264,5 @@ class CRF(keras.layers.Layer):
         return mask
 
     def get_config(self):
-        return {**super().get_config(), "num_tags": self.num_tags, "allowed": self.allowed}
+        allowed = None if self.allowed is None else [np.asarray(a).tolist() for a in self.allowed]
+        return {**super().get_config(), "num_tags": self.num_tags, "allowed": allowed}

@@ -102,12 +102,12 @@ class NERApp(App):
         from lstm_core.data import bucketed_batches
 
         tag_ids = {tag: index for index, tag in enumerate(assets["tags"])}
-        texts = [" ".join(s.tokens) for s in sentences]
-        tags = tf.ragged.constant([[tag_ids.get(t, 0) for t in s.tags] for s in sentences],
-                                  dtype=tf.int32, ragged_rank=1)
+        examples = [(" ".join(s.tokens), [tag_ids.get(t, 0) for t in s.tags]) for s in sentences]
         featurizer = Featurizer(assets["words"], assets["chars"], assets["lowercase"],
                                 assets["max_word_length"])
-        ds = tf.data.Dataset.from_tensor_slices((texts, tags))
+        ds = tf.data.Dataset.from_generator(
+            lambda: iter(examples),
+            output_signature=(tf.TensorSpec([], tf.string), tf.TensorSpec([None], tf.int32)))
         lengths = [len(s.tokens) for s in sentences]
         ds = bucketed_batches(ds, lengths, config["train"]["batch_size"], shuffle=shuffle,
                               seed=config["train"]["seed"], length_fn=lambda text, tag: tf.shape(tag)[0])
@@ -152,6 +152,10 @@ class NERApp(App):
         scores = entity_scores(gold, predicted)
         flat = {k: v for k, v in scores.items() if isinstance(v, (int, float))}
         return {**flat, "report": format_report(scores)}
+
+    def test_sets(self, config):
+        test = config["data"]["test_file"]
+        return {"test": test} if test else {}
 
     def predict(self, model, config, assets, input_path, output_path=None):
         path = Path(input_path)

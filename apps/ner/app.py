@@ -1,6 +1,7 @@
 """The NER app: what the core calls to read data, build, score, use and
 export the tagger. Registered as ``ner`` in ``pyproject.toml``."""
 
+import weakref
 from pathlib import Path
 
 import numpy as np
@@ -63,6 +64,10 @@ class NERApp(App):
         "constrained": Field(bool, True, doc="forbid invalid tag transitions in the CRF"),
         "seed": Field(int, 1),
     }
+
+    def __init__(self):
+        # Not an attribute of the model: Keras would track it as model state.
+        self._servings = weakref.WeakKeyDictionary()
 
     # -- data -----------------------------------------------------------------
 
@@ -132,16 +137,19 @@ class NERApp(App):
             encoder=model["encoder"], dropout=model["dropout"],
             word_dropout=model["word_dropout"], output=model["output"], allowed=allowed,
             seed=model["seed"])
-        sample = self.serving(tagger, assets).featurizer(tf.constant(["a"]))
-        tagger(sample)  # build
+        tagger(self.serving(tagger, assets).featurizer(tf.constant(["a"])))  # build
         if config["data"]["embeddings"]:
             load_embeddings(tagger, assets, config["data"]["embeddings"])
         return tagger
 
     def serving(self, model, assets):
+        """The model's serving module, made once per model: a new one would
+        trace its graph again at every dev evaluation."""
         from apps.ner.serving import NERServing
 
-        return NERServing(model, assets)
+        if model not in self._servings:
+            self._servings[model] = NERServing(model, assets)
+        return self._servings[model]
 
     # -- use ------------------------------------------------------------------
 

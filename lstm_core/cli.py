@@ -1,0 +1,244 @@
+"""``lstm-suite``: train, fine-tune, evaluate, predict and export from recipes.
+
+Heavy modules (the trainer, TensorFlow work) are imported inside the
+commands, so ``--help`` stays quick and a bad recipe fails before any of it.
+"""
+
+import argparse
+import sys
+import traceback
+from pathlib import Path
+
+import lstm_core
+from lstm_core.errors import UserError
+
+EPILOG = ("Data paths in recipes are relative to the data root: --data-dir, else "
+          "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback.")
+
+
+def recipe_schema(app):
+    """The whole schema of a recipe for ``app``: its sections plus the core's."""
+    from lstm_core.export import EXPORT_SCHEMA
+    from lstm_core.recipes import Field
+    from lstm_core.trainer import TRAIN_SCHEMA
+
+    return {"app": Field(str, doc="the application the recipe is for"), "data": app.data_schema,
+            "model": app.model_schema, "train": TRAIN_SCHEMA, "export": EXPORT_SCHEMA}
+
+
+def load_config(recipe_path, overrides=(), data_dir=None):
+    """Recipe file -> ``(app, config, data_root, recipe)``: the config
+    validated, defaults filled and data paths made absolute."""
+    from lstm_core.apps import available_apps, get_app
+    from lstm_core.recipes import RecipeError, data_root, load_recipe, resolve_data_files, validate
+
+    recipe = load_recipe(recipe_path, overrides)
+    name = recipe.raw.get("app")
+    if not isinstance(name, str) or not name:
+        known = ", ".join(available_apps()) or "none installed"
+        raise RecipeError(f"app: required key naming the application ({recipe.locate('app')}); "
+                          f"installed apps: {known}")
+    try:
+        app = get_app(name)
+    except UserError as error:
+        raise RecipeError(f"app: {error} ({recipe.locate('app')})") from None
+    schema = recipe_schema(app)
+    config = validate(recipe, schema)
+    root = data_root(data_dir)
+    return app, resolve_data_files(config, schema, recipe, root), root[0], recipe
+
+
+# -- commands --------------------------------------------------------------------
+
+
+def command_train(args):
+    from lstm_core.trainer import train
+
+    init_from = getattr(args, "source", None)
+    if init_from is not None and not Path(init_from).exists():
+        raise UserError(f"--from {init_from}: no such run directory or model file")
+    app, config, root, recipe = load_config(args.recipe, args.set, args.data_dir)
+    run_dir = Path(args.run_dir or Path("runs") / recipe.name)
+    train(app, config, run_dir, root, quiet=args.quiet, init_from=init_from)
+
+
+def command_evaluate(args):
+    from lstm_core.recipes import data_root
+    from lstm_core.trainer import load_run
+
+    if args.data and not Path(args.data).is_file():
+        raise UserError(f"--data {args.data}: file not found")
+    app, config, assets, model = load_run(args.run_dir)
+    scores = dict(app.evaluate(model, config, data_root(args.data_dir)[0], assets, args.data))
+    report = scores.pop("report", None)
+    if report:
+        print(report.rstrip())
+    for name, value in scores.items():
+        print(f"{name}: {value:.4f}" if isinstance(value, float) else f"{name}: {value}")
+
+
+def command_predict(args):
+    from lstm_core.trainer import load_run
+
+    if not Path(args.input).exists():
+        raise UserError(f"{args.input}: input file not found")
+    if args.output and Path(args.output).exists() and not args.force:
+        raise UserError(f"{args.output} exists; won't overwrite it (use --force)")
+    app, config, assets, model = load_run(args.run_dir)
+    app.predict(model, config, assets, args.input, args.output)
+
+
+def command_export(args):
+    from lstm_core.export import export_run
+
+    out = export_run(args.run_dir, args.out_dir, check=False if args.no_check else None)
+    print(f"exported {out}")
+
+
+def recipe_files():
+    """Bundled recipes (the ``recipes/`` folder next to the package source)
+    and those under ``./recipes``, each once."""
+    roots = [Path(lstm_core.__file__).resolve().parents[1] / "recipes", Path.cwd() / "recipes"]
+    seen = {}
+    for root in roots:
+        for path in sorted(root.glob("**/*.yaml")):
+            seen.setdefault(path.resolve(), path)
+    return list(seen.values())
+
+
+def command_recipes(args):
+    for path in recipe_files():
+        lines = path.read_text(encoding="utf-8").splitlines()
+        first = next((line.lstrip("#").strip() for line in lines if line.startswith("#")), "")
+        try:
+            shown = path.relative_to(Path.cwd())
+        except ValueError:
+            shown = path
+        print(f"{shown}  {first}")
+
+
+# -- parser ----------------------------------------------------------------------
+
+
+def schema_help(schema, prefix=""):
+    """One line per recipe key: name, default, allowed values, doc."""
+    from lstm_core.recipes import REQUIRED
+
+    lines = []
+    for key, field in schema.items():
+        if isinstance(field, dict):
+            lines += schema_help(field, f"{prefix}{key}.")
+            continue
+        choices = field.choices() if callable(field.choices) else field.choices
+        default = "required" if field.default is REQUIRED else f"default {field.default!r}"
+        allowed = f"; one of {', '.join(map(str, choices))}" if choices else ""
+        lines.append(f"  {prefix}{key} ({default}{allowed}) {field.doc}".rstrip())
+    return lines
+
+
+def keys_help():
+    """The epilog of ``train``/``finetune``: every recipe key of the core and
+    of each installed app."""
+    from lstm_core.apps import available_apps, get_app
+    from lstm_core.export import EXPORT_SCHEMA
+    from lstm_core.trainer import TRAIN_SCHEMA
+
+    lines = ["recipe keys (set with --set KEY=VALUE or in the YAML):",
+             *schema_help(TRAIN_SCHEMA, "train."), *schema_help(EXPORT_SCHEMA, "export.")]
+    for name in available_apps():
+        app = get_app(name)
+        lines += ["", f"app: {name}", *schema_help(app.data_schema, "data."),
+                  *schema_help(app.model_schema, "model.")]
+    return "\n".join(lines + ["", EPILOG])
+
+
+class Parser(argparse.ArgumentParser):
+    """An argument parser whose epilog may be computed when help is shown
+    (listing the recipe keys imports TensorFlow and the apps)."""
+
+    def __init__(self, *args, epilog_fn=None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.epilog_fn = epilog_fn
+
+    def format_help(self):
+        if self.epilog_fn:
+            self.epilog = self.epilog_fn()
+        return super().format_help()
+
+
+def build_parser():
+    common = argparse.ArgumentParser(add_help=False)
+    common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show the traceback of errors")
+    parser = Parser(prog="lstm-suite", description=__doc__.split("\n")[0], epilog=EPILOG,
+                    parents=[common])
+    parser.add_argument("--version", action="version", version=f"lstm-suite {lstm_core.__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    def command(name, run, help, **kwargs):
+        sub = commands.add_parser(name, help=help, description=help, parents=[common],
+                                  formatter_class=argparse.RawDescriptionHelpFormatter, **kwargs)
+        sub.set_defaults(run=run)
+        return sub
+
+    for name, help in (("train", "train a model from a recipe (an existing run dir is resumed)"),
+                       ("finetune", "train from a recipe, starting from another run's weights")):
+        sub = command(name, command_train, help, epilog_fn=keys_help)
+        sub.add_argument("recipe", help="recipe YAML file (see `lstm-suite recipes`)")
+        if name == "finetune":
+            sub.add_argument("--from", dest="source", required=True, metavar="RUN_DIR_OR_MODEL",
+                             help="run directory or .keras model whose weights and vocabulary start the run")
+        sub.add_argument("--run-dir", help="run directory (default runs/<recipe name>)")
+        sub.add_argument("--data-dir", help="data root for the recipe's data paths")
+        sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                         help="override a recipe value, e.g. train.epochs=3 (repeatable)")
+        sub.add_argument("--quiet", action="store_true", help="no progress output")
+
+    sub = command("evaluate", command_evaluate, "score a trained run on its dev set or a file",
+                  epilog=EPILOG)
+    sub.add_argument("run_dir")
+    sub.add_argument("--data", metavar="FILE", help="file to score instead of the recipe's dev set")
+    sub.add_argument("--data-dir", help="data root for the recipe's data paths")
+
+    sub = command("predict", command_predict, "run a trained model on an input file")
+    sub.add_argument("run_dir")
+    sub.add_argument("input", help="input file (the app says which formats)")
+    sub.add_argument("--output", metavar="FILE", help="output file (default: standard output)")
+    sub.add_argument("--force", action="store_true", help="overwrite an existing --output file")
+
+    sub = command("export", command_export, "write a SavedModel for serving with plain TensorFlow")
+    sub.add_argument("run_dir")
+    sub.add_argument("out_dir", help="new (or empty) directory for the SavedModel")
+    sub.add_argument("--no-check", action="store_true",
+                     help="skip loading the export in a fresh process to compare outputs")
+
+    command("recipes", command_recipes, "list the bundled recipes")
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as done:  # --help, --version, usage errors
+        return done.code if isinstance(done.code, int) else 0
+    if not getattr(args, "run", None):
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        args.run(args)
+    except UserError as error:
+        if getattr(args, "debug", False):  # absent unless given (before or after the command)
+            traceback.print_exc()
+        message = str(error).replace("\n", "\n  ")
+        print(f"lstm-suite: error: {message}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        resume = " (run the same command again to resume)" if args.command in ("train", "finetune") else ""
+        print(f"\nlstm-suite: interrupted{resume}", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,159 @@
+"""The ``lstm-suite`` command line: help, one-line errors, the recipe flow,
+refusals, and the commands on a trained toy run."""
+
+import re
+import subprocess
+import sys
+
+import pytest
+
+import lstm_core
+from lstm_core import cli, trainer
+from tests.toy_app import RECIPE, _EntryPoint, toy_app, write_recipe  # noqa: F401
+
+COMMANDS = ["train", "finetune", "evaluate", "predict", "export", "recipes"]
+
+
+def run(capsys, *argv):
+    """``main(argv)`` in this process: (exit code, stdout, stderr)."""
+    code = cli.main([str(a) for a in argv])
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def error_line(err):
+    """The one error line, checked to be alone and without a traceback."""
+    lines = err.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in err, err
+    assert lines[0].startswith("lstm-suite: error: ")
+    return lines[0]
+
+
+@pytest.fixture(scope="module")
+def cli_run(tmp_path_factory):
+    """A toy run trained through ``lstm-suite train`` (read only)."""
+    folder = tmp_path_factory.mktemp("cli")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(lstm_core.apps, "_entry_points", lambda: {"toy": _EntryPoint()})
+        recipe = write_recipe(folder)
+        assert cli.main(["train", str(recipe), "--run-dir", str(folder / "run"), "--quiet"]) == 0
+    return recipe, folder / "run"
+
+
+def test_version_in_a_fresh_process():
+    result = subprocess.run([sys.executable, "-m", "lstm_core.cli", "--version"],
+                            capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0
+    assert result.stdout.strip() == f"lstm-suite {lstm_core.__version__}"
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_every_command_has_help(capsys, toy_app, command):
+    code, out, _ = run(capsys, command, "--help")
+    assert code == 0 and out.startswith(f"usage: lstm-suite {command}")
+    if command in ("train", "finetune"):  # every recipe key is documented
+        assert "train.optimizer.learning_rate (default 0.001) peak learning rate" in out
+        assert "app: toy" in out and "data.size" in out
+
+
+def test_no_command_prints_usage(capsys):
+    code, _, err = run(capsys)
+    assert code == 2 and "usage: lstm-suite" in err
+
+
+def test_a_misspelled_key_is_one_line_with_a_suggestion(capsys, toy_app, tmp_path):
+    recipe = write_recipe(tmp_path, RECIPE.replace("batch_size:", "batch_sise:"))
+    code, _, err = run(capsys, "train", recipe, "--run-dir", tmp_path / "run")
+    line = error_line(err)
+    assert code == 2
+    assert "train.batch_sise: unknown key" in line and "did you mean train.batch_size?" in line
+    assert not (tmp_path / "run").exists()
+
+
+@pytest.mark.parametrize("before", [True, False], ids=["before", "after"])
+def test_debug_shows_the_traceback(capsys, toy_app, tmp_path, before):
+    recipe = write_recipe(tmp_path, RECIPE.replace("batch_size:", "batch_sise:"))
+    argv = ["--debug", "train", recipe] if before else ["train", recipe, "--debug"]
+    code, _, err = run(capsys, *argv)
+    assert code == 2 and "Traceback" in err and err.strip().endswith("did you mean train.batch_size?")
+
+
+@pytest.mark.parametrize("change, message", [
+    (("app: toy", "data:"), r"app: required key naming the application \(.*toy.yaml\); installed apps: toy"),
+    (("app: toy", "app: tyo"), r"app: unknown app 'tyo'; installed apps: toy \(.*toy.yaml:2\)"),
+    (("  dev_size: 16", "  extra_file: missing.txt"), r"data file not found: .*missing.txt \(data.extra_file"),
+])
+def test_recipe_mistakes(capsys, toy_app, tmp_path, change, message):
+    recipe = write_recipe(tmp_path, RECIPE.replace(*change))
+    code, _, err = run(capsys, "train", recipe, "--data-dir", tmp_path)
+    assert code == 2
+    assert re.search(message, error_line(err)), err
+
+
+def test_a_changed_recipe_is_refused_in_an_existing_run_dir(capsys, toy_app, cli_run):
+    recipe, run_dir = cli_run
+    code, _, err = run(capsys, "train", recipe, "--run-dir", run_dir, "--set", "train.epochs=3",
+                       "--set", "model.units=4")
+    line = error_line(err)
+    assert code == 2 and "train.epochs: 2 -> 3" in line and "model.units: 8 -> 4" in line
+    code, out, err = run(capsys, "train", recipe, "--run-dir", run_dir)
+    assert code == 0 and "already complete" in out
+
+
+def test_evaluate_and_predict(capsys, toy_app, cli_run, tmp_path):
+    _, run_dir = cli_run
+    code, out, _ = run(capsys, "evaluate", run_dir)
+    assert code == 0 and "accuracy:" in out
+
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"values": [1.0, 2.0], "label": 1}\n{"values": [-3.0, -1.0], "label": 0}\n')
+    code, out, _ = run(capsys, "evaluate", run_dir, "--data", data)
+    assert code == 0 and "on 2 sequences" in out
+    code, _, err = run(capsys, "evaluate", run_dir, "--data", tmp_path / "nope.jsonl")
+    assert code == 2 and "file not found" in error_line(err)
+
+    output = tmp_path / "out.txt"
+    output.write_text("precious")
+    code, _, err = run(capsys, "predict", run_dir, data, "--output", output)
+    assert code == 2 and "won't overwrite" in error_line(err) and output.read_text() == "precious"
+    code, _, _ = run(capsys, "predict", run_dir, data, "--output", output, "--force")
+    assert code == 0
+    assert set(output.read_text().split()) <= {"negative", "positive"}
+    assert len(output.read_text().split()) == 2
+
+
+def test_evaluate_needs_a_run_dir(capsys, tmp_path):
+    code, _, err = run(capsys, "evaluate", tmp_path)
+    assert code == 2 and "is not a run directory" in error_line(err)
+
+
+def test_export_refuses_a_non_empty_directory(capsys, toy_app, cli_run, tmp_path):
+    (tmp_path / "file.txt").write_text("x")
+    code, _, err = run(capsys, "export", cli_run[1], tmp_path, "--no-check")
+    assert code == 2 and "won't overwrite" in error_line(err)
+
+
+def test_finetune_needs_an_existing_source(capsys, toy_app, tmp_path):
+    recipe = write_recipe(tmp_path)
+    code, _, err = run(capsys, "finetune", recipe, "--from", tmp_path / "nope")
+    assert code == 2 and "no such run directory" in error_line(err)
+
+
+def test_interrupting_training_exits_130(capsys, toy_app, tmp_path, monkeypatch):
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer, "train", interrupted)
+    code, _, err = run(capsys, "train", write_recipe(tmp_path), "--run-dir", tmp_path / "run")
+    assert code == 130 and "interrupted (run the same command again to resume)" in err
+    assert "Traceback" not in err
+
+
+def test_recipes_lists_bundled_and_local_recipes(capsys, tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    write_recipe((tmp_path / "recipes").mkdir() or tmp_path / "recipes")
+    code, out, _ = run(capsys, "recipes")
+    assert code == 0
+    lines = out.splitlines()
+    assert any("recipes/ner/quickstart.yaml" in line and "NER quickstart" in line for line in lines)
+    assert "recipes/toy.yaml  Toy: is a random sequence's sum positive? (tests only)" in lines

@@ -1,0 +1,235 @@
+"""The trainer on the toy app: the run directory, resuming after a kill,
+NaN handling, early stopping, optimizers and schedules, precision and XLA."""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+
+from lstm_core import trainer
+from lstm_core.errors import UserError
+from lstm_core.recipes import RecipeError, read_config
+from tests.toy_app import pad, toy_app, toy_config, trained_run, write_recipe  # noqa: F401
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def records(run):
+    return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def checkpoint_names(run):
+    return [p.name for p in trainer._checkpoints(run)]
+
+
+def steps_per_epoch(app, config, root):
+    return int(app.build_data(config, root, app.build_assets(config, root))[0].cardinality())
+
+
+def test_a_run_writes_its_directory(trained_run, toy_app, tmp_path, capsys):
+    run = trained_run
+    for name in ("recipe.yaml", "assets.json", "best.keras", "report.txt", "result.json",
+                 "plots/loss.png", "plots/dev_accuracy.png"):
+        assert (run / name).is_file(), name
+    assert any((run / "logs").rglob("events.out.tfevents*"))
+    assert checkpoint_names(run) == ["ckpt-0001-0000000", "ckpt-0002-0000000"]
+    assert not list(run.rglob(".tmp-*"))
+    lines = records(run)
+    assert [r["epoch"] for r in lines] == [1, 2]
+    for record in lines:
+        assert {"epoch", "step", "loss", "val_loss", "dev_accuracy", "learning_rate", "seconds"} <= set(record)
+    result = json.loads((run / "result.json").read_text())
+    assert result["best"]["dev_accuracy"] == max(r["dev_accuracy"] for r in lines)
+    assert "accuracy" in (run / "report.txt").read_text()
+
+    # load_run gives the best model, as best.keras holds it
+    app, config, assets, model = trainer.load_run(run)
+    assert config == read_config(run / "recipe.yaml") and assets == {"labels": ["negative", "positive"]}
+    x = pad([np.array([0.5, -1.0, 2.0]), np.array([-1.0, 0.2])])
+    np.testing.assert_allclose(model(x), keras.saving.load_model(run / "best.keras")(x), atol=1e-6)
+
+    # a finished run is reported complete; a changed recipe is refused
+    app, config, root = toy_config(tmp_path)
+    assert trainer.train(app, config, run, root) == result
+    assert "already complete" in capsys.readouterr().out
+    _, changed, _ = toy_config(tmp_path, "train.epochs=3")
+    with pytest.raises(UserError, match=r"different recipe.*train\.epochs: 2 -> 3"):
+        trainer.train(app, changed, run, root, quiet=True)
+
+
+CHILD = f"""
+import sys
+sys.path.insert(0, {str(ROOT)!r})
+from lstm_core import apps
+from tests import toy_app
+apps._entry_points = lambda: {{"toy": toy_app._EntryPoint()}}
+from lstm_core.cli import main
+sys.exit(main(sys.argv[1:]))
+"""
+
+
+def test_a_killed_run_resumes_where_it_stopped(tmp_path):
+    recipe = write_recipe(tmp_path)
+    run = tmp_path / "run"
+    command = [sys.executable, "-c", CHILD, "train", str(recipe), "--run-dir", str(run), "--quiet",
+               "--set", "train.epochs=3", "--set", "data.size=160"]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+    child = subprocess.Popen(command, cwd=tmp_path, env=env, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while not list((run / "checkpoints").glob("ckpt-0001-*")) and child.poll() is None:
+        assert time.time() < deadline, "no checkpoint after 120 s"
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert not (run / "result.json").exists(), "the run finished before it could be killed"
+    first_epoch = records(run)[0]
+
+    again = subprocess.run(command, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=300)
+    assert again.returncode == 0, again.stderr[-2000:]
+    lines = records(run)
+    assert [r["epoch"] for r in lines] == [1, 2, 3]
+    assert lines[0] == first_epoch  # epoch 1 was not trained again
+    assert json.loads((run / "result.json").read_text())["epochs"] == 3
+
+
+def test_an_interrupted_epoch_resumes_at_its_last_step(tmp_path, toy_app, monkeypatch):
+    app, config, root = toy_config(tmp_path, "train.epochs=3", "train.checkpoint_every_steps=2")
+    run = tmp_path / "run"
+    save = trainer.Recorder.save_checkpoint
+
+    def save_then_interrupt(self, epoch, step):
+        save(self, epoch, step)
+        if (epoch, step) == (1, 2):
+            raise KeyboardInterrupt
+
+    monkeypatch.setattr(trainer.Recorder, "save_checkpoint", save_then_interrupt)
+    with pytest.raises(KeyboardInterrupt):
+        trainer.train(app, config, run, root, quiet=True)
+    assert checkpoint_names(run)[-1] == "ckpt-0001-0000002"
+    monkeypatch.setattr(trainer.Recorder, "save_checkpoint", save)
+
+    result = trainer.train(app, config, run, root, quiet=True)
+    assert [r["epoch"] for r in records(run)] == [1, 2, 3]
+    # every step done exactly once: none lost, none repeated
+    assert result["last"]["step"] == 3 * steps_per_epoch(app, config, root)
+
+
+def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, toy_app):
+    app, config, root = toy_config(tmp_path, "data.nan_from_batch=2", "train.checkpoint_every_steps=1")
+    run = tmp_path / "run"
+    with pytest.raises(UserError, match=r"loss became NaN at epoch 1 step 3; the last good "
+                                        r"checkpoint is kept in .*ckpt-0000-0000002"):
+        trainer.train(app, config, run, root, quiet=True)
+    assert checkpoint_names(run) == ["ckpt-0000-0000001", "ckpt-0000-0000002"]
+    model = app.build_model(config, {"labels": ["a", "b"]})
+    model.load_weights(run / "checkpoints" / "ckpt-0000-0000002" / "state.weights.h5")
+    assert all(np.isfinite(w).all() for w in model.get_weights())
+    assert not (run / "best.keras").exists() and not (run / "result.json").exists()
+
+
+def test_early_stopping_plateau_and_test_sets(tmp_path, toy_app):
+    # a rate too small to change anything: dev accuracy stays flat
+    (tmp_path / "test.jsonl").write_text('{"values": [1.0, 2.0], "label": 1}\n')
+    app, config, root = toy_config(
+        tmp_path, "train.epochs=6", "train.optimizer.name=sgd", "train.optimizer.learning_rate=1e-9",
+        "train.early_stopping.patience=2", "train.reduce_on_plateau.enabled=true",
+        "train.reduce_on_plateau.patience=1", "train.reduce_on_plateau.factor=0.5",
+        "data.extra_file=test.jsonl")
+    result = trainer.train(app, config, tmp_path / "run", root, quiet=True)
+    lines = records(tmp_path / "run")
+    assert [r["epoch"] for r in lines] == [1, 2, 3] and result["epochs"] == 3
+    assert lines[1]["learning_rate"] == pytest.approx(0.5e-9)
+    # the app's test sets are scored once, at the end, with the best model
+    assert set(result["test"]["test"]) == {"accuracy"}
+    assert "== test: " in (tmp_path / "run" / "report.txt").read_text()
+
+
+def train_config(tmp_path, *overrides):
+    return toy_config(tmp_path, *overrides)[1]["train"]
+
+
+@pytest.mark.parametrize("name, cls, option", [
+    ("adam", keras.optimizers.Adam, ("beta_1", 0.8)),
+    ("adamw", keras.optimizers.AdamW, ("weight_decay", 0.01)),
+    ("sgd", keras.optimizers.SGD, ("momentum", 0.9)),
+])
+def test_optimizers(tmp_path, toy_app, name, cls, option):
+    train = train_config(tmp_path, f"train.optimizer.name={name}", f"train.optimizer.{option[0]}={option[1]}",
+                         "train.clip_norm=1.0")
+    optimizer = trainer.make_optimizer(train)
+    assert type(optimizer) is cls
+    assert getattr(optimizer, option[0]) == pytest.approx(option[1])
+    assert optimizer.global_clipnorm == 1.0
+
+
+LR = 0.1
+
+
+@pytest.mark.parametrize("overrides, expected", [
+    ([], {0: LR, 1000: LR}),
+    (["name=exponential", "decay_steps=10", "decay_rate=0.5"], {0: LR, 10: LR / 2, 20: LR / 4}),
+    (["name=step", "boundaries=[5, 10]"], {4: LR, 6: LR / 10, 11: LR / 100}),
+    (["name=step", "boundaries=[5]", "values=[0.3, 0.2]"], {4: 0.3, 6: 0.2}),
+    (["name=step", "step_size=5", "factor=0.5"], {4: LR, 5: LR / 2, 10: LR / 4}),
+    (["name=cosine", "decay_steps=10"], {0: LR, 5: LR / 2, 10: 0.0}),
+    (["warmup_steps=4"], {0: LR / 4, 1: LR / 2, 3: LR, 100: LR}),
+    (["name=exponential", "decay_steps=10", "decay_rate=0.5", "warmup_steps=4"],
+     {0: LR / 4, 3: LR, 14: LR / 2}),
+])
+def test_schedules(tmp_path, toy_app, overrides, expected):
+    train = train_config(tmp_path, f"train.optimizer.learning_rate={LR}",
+                         *[f"train.schedule.{o}" for o in overrides])
+    rate = trainer.make_schedule(train)
+    for step, value in expected.items():
+        assert float(rate(step) if callable(rate) else rate) == pytest.approx(value, rel=1e-5), step
+
+
+@pytest.mark.parametrize("overrides, message", [
+    (["train.schedule.name=step"], "boundaries or step_size"),
+    (["train.schedule.name=step", "train.schedule.boundaries=[5]", "train.schedule.values=[1.0]"],
+     "need 2 rates"),
+    (["train.schedule.warmup_steps=3", "train.reduce_on_plateau.enabled=true"], "reduce_on_plateau"),
+])
+def test_schedule_mistakes_are_recipe_errors(tmp_path, toy_app, overrides, message):
+    with pytest.raises(RecipeError, match=message):
+        trainer.make_schedule(train_config(tmp_path, *overrides))
+
+
+def test_warmup_schedule_serializes(tmp_path, toy_app):
+    rate = trainer.make_schedule(train_config(tmp_path, "train.schedule.name=exponential",
+                                              "train.schedule.warmup_steps=4"))
+    again = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(rate))
+    assert float(again(7)) == pytest.approx(float(rate(7)))
+
+
+@pytest.mark.parametrize("overrides", [
+    ["train.mixed_precision=mixed_float16"],
+    ["train.jit_compile=true", "data.max_length=3"],
+    ["train.strategy=mirrored"],
+], ids=["mixed_float16", "jit_compile", "mirrored"])
+def test_precision_xla_and_strategy_runs(tmp_path, toy_app, overrides):
+    app, config, root = toy_config(tmp_path, "train.epochs=1", "data.size=32", *overrides)
+    result = trainer.train(app, config, tmp_path / "run", root, quiet=True)
+    assert np.isfinite(result["last"]["loss"])
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    model = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
+    assert model.layers[2].dtype_policy.name == config["train"]["mixed_precision"]
+
+
+def test_finetuning_starts_from_the_other_runs_weights_and_vocabulary(trained_run, toy_app, tmp_path):
+    app, config, root = toy_config(tmp_path, "train.epochs=1", "train.optimizer.learning_rate=0.0")
+    run = tmp_path / "tuned"
+    trainer.train(app, config, run, root, quiet=True, init_from=trained_run)
+    assert (run / "assets.json").read_text() == (trained_run / "assets.json").read_text()
+    source, tuned = (keras.saving.load_model(r / "best.keras") for r in (trained_run, run))
+    for a, b in zip(source.get_weights(), tuned.get_weights()):
+        np.testing.assert_array_equal(a, b)  # learning rate 0: still the source's weights
+    with pytest.raises(UserError, match="no such run directory"):
+        trainer.train(app, config, tmp_path / "other", root, quiet=True, init_from=tmp_path / "nope")

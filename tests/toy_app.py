@@ -1,0 +1,184 @@
+"""A tiny app for the core's tests: is the sum of a random sequence positive?
+
+Exercises the whole App interface on generated data (a few dozen sequences,
+an LSTM of 8 units) so that trainer, export and CLI tests run in seconds.
+Registered in tests through the ``toy_app`` fixture, never in pyproject.
+"""
+
+import json
+import textwrap
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from lstm_core import apps
+from lstm_core.apps import App
+from lstm_core.data import make_dataset
+from lstm_core.recipes import Field
+
+LABELS = ["negative", "positive"]
+
+
+def sequences(seed, count, max_length):
+    """``count`` random sequences of 2..max_length values and their labels."""
+    rng = np.random.default_rng(seed)
+    xs = [rng.normal(size=rng.integers(2, max_length + 1)).astype("float32") for _ in range(count)]
+    return xs, [int(x.sum() > 0) for x in xs]
+
+
+def pad(xs):
+    """Zero-padded ``[batch, time, 1]`` (zeros are masked)."""
+    out = np.zeros((len(xs), max(len(x) for x in xs), 1), "float32")
+    for row, x in enumerate(xs):
+        out[row, :len(x), 0] = x
+    return out
+
+
+class ToyServing(tf.Module):
+    def __init__(self, model, labels):
+        super().__init__()
+        self.model = model
+        self.labels = tf.constant(labels)
+
+    @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="values")])
+    def serving_default(self, values):
+        probabilities = tf.cast(self.model(values[..., None], training=False), tf.float32)
+        return {"probabilities": probabilities,
+                "labels": tf.gather(self.labels, tf.argmax(probabilities, -1))}
+
+
+class ToyApp(App):
+    name = "toy"
+    metric = "accuracy"
+    data_schema = {
+        "size": Field(int, 48, min=1, doc="training sequences"),
+        "dev_size": Field(int, 16, min=1, doc="dev sequences"),
+        "max_length": Field(int, 6, min=2, doc="longest sequence"),
+        "nan_from_batch": Field((int, type(None)), None, doc="training batches from this index "
+                                                             "on are NaN (to test NaN handling)"),
+        "extra_file": Field((str, type(None)), None, data_file=True,
+                            doc="a JSON-lines test set scored at the end, if given"),
+    }
+    model_schema = {"units": Field(int, 8, min=1, doc="LSTM units")}
+
+    def build_assets(self, config, data_root):
+        return {"labels": LABELS}
+
+    def build_data(self, config, data_root, assets):
+        data, seed, batch = config["data"], config["train"]["seed"], config["train"]["batch_size"]
+        split = {}
+        for name, count, offset in (("train", data["size"], 0), ("dev", data["dev_size"], 1000)):
+            xs, ys = sequences(seed + offset, count, data["max_length"])
+            split[name] = make_dataset([(x[:, None], y) for x, y in zip(xs, ys)], batch_size=batch,
+                                       length=lambda x, y: tf.shape(x)[0], shuffle=name == "train",
+                                       seed=seed, num_buckets=2)
+        train = split["train"]
+        if data["nan_from_batch"] is not None:
+            start = data["nan_from_batch"]
+            train = train.enumerate().map(
+                lambda i, xy: (tf.where(i >= start, xy[0] * np.nan, xy[0]), xy[1]))
+        return train, split["dev"]
+
+    def build_model(self, config, assets):
+        inputs = keras.Input((None, 1), name="values")
+        h = keras.layers.Masking(0.0)(inputs)
+        h = keras.layers.Dense(4, activation="tanh")(h)
+        h = keras.layers.LSTM(config["model"]["units"])(h)
+        outputs = keras.layers.Dense(len(assets["labels"]), activation="softmax", dtype="float32")(h)
+        return keras.Model(inputs, outputs)
+
+    def loss(self, config):
+        return "sparse_categorical_crossentropy"
+
+    def read(self, path):
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        return [np.asarray(r["values"], "float32") for r in rows], [r.get("label") for r in rows]
+
+    def evaluate(self, model, config, data_root, assets, path=None):
+        if path is None:
+            xs, ys = sequences(config["train"]["seed"] + 1000, config["data"]["dev_size"],
+                               config["data"]["max_length"])
+        else:
+            xs, ys = self.read(path)
+        predicted = np.argmax(model(pad(xs), training=False), -1)
+        accuracy = float(np.mean(predicted == np.asarray(ys)))
+        return {"accuracy": accuracy, "report": f"accuracy {accuracy:.3f} on {len(xs)} sequences"}
+
+    def test_sets(self, config):
+        extra = config["data"]["extra_file"]
+        return {"test": extra} if extra else {}
+
+    def predict(self, model, config, assets, input_path, output_path=None):
+        xs, _ = self.read(input_path)
+        module = self.serving_module(model, config, assets)  # kept: tf.function holds it weakly
+        labels = module.serving_default(pad(xs)[..., 0])["labels"]
+        text = "".join(label.decode() + "\n" for label in labels.numpy())
+        if output_path is None:
+            print(text, end="")
+        else:
+            Path(output_path).write_text(text)
+
+    def serving_module(self, model, config, assets):
+        return ToyServing(model, assets["labels"])
+
+    def serving_example(self, assets):
+        return {"values": [[0.5, -1.0, 2.0], [-1.0, -0.5, 0.0]]}
+
+
+class _EntryPoint:
+    def load(self):
+        return ToyApp
+
+
+@pytest.fixture
+def toy_app(monkeypatch):
+    """Make ``app: toy`` resolvable, as an installed app would be."""
+    monkeypatch.setattr(apps, "_entry_points", lambda: {"toy": _EntryPoint()})
+    return ToyApp()
+
+
+RECIPE = """\
+# Toy: is a random sequence's sum positive? (tests only)
+app: toy
+data:
+  size: 48
+  dev_size: 16
+model:
+  units: 8
+train:
+  epochs: 2
+  batch_size: 16
+  optimizer:
+    learning_rate: 0.01
+"""
+
+
+def write_recipe(folder, text=RECIPE, name="toy.yaml"):
+    """A recipe file in ``folder``; ``text`` may be indented (dedented here)."""
+    path = Path(folder) / name
+    path.write_text(textwrap.dedent(text))
+    return path
+
+
+def toy_config(folder, *overrides):
+    """The validated config of the toy recipe with ``--set``-style overrides."""
+    from lstm_core.cli import load_config
+
+    app, config, root, _ = load_config(write_recipe(folder), overrides, str(folder))
+    return app, config, root
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    """A finished 2-epoch toy run (trained once per test module; read only)."""
+    from lstm_core.trainer import train
+
+    folder = tmp_path_factory.mktemp("trained")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(apps, "_entry_points", lambda: {"toy": _EntryPoint()})
+        app, config, root = toy_config(folder)
+        train(app, config, folder / "run", root, quiet=True)
+    return folder / "run"

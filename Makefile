@@ -17,11 +17,19 @@ $(STAMP): pyproject.toml
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/pytest -q
 
-bench: install
-	for script in benchmarks/*.py; do TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python $$script || exit 1; done
+# The NER benchmark needs the CoNLL-2003 files: make bench DATA=/path/to/data
+DATA ?= $(LSTM_SUITE_DATA)
 
+bench: install
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/lstm_speed.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/ner_conll2003.py --data-dir "$(DATA)"
+
+# Train the NER quickstart on the bundled sample (resumes or reports if done),
+# export it as a SavedModel, and tag a few plain-text sentences.
 demo: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python -m lstm_core.demo
+	$(BIN)/lstm-suite train recipes/ner/quickstart.yaml
+	test -d runs/quickstart-export || $(BIN)/lstm-suite export runs/quickstart runs/quickstart-export
+	$(BIN)/lstm-suite predict runs/quickstart apps/ner/sample/demo.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -5,12 +5,17 @@ commands, so ``--help`` stays quick and a bad recipe fails before any of it.
 """
 
 import argparse
+import os
 import sys
 import traceback
 from pathlib import Path
 
-import lstm_core
-from lstm_core.errors import UserError
+# Before TensorFlow loads (lstm_core imports Keras): keep its C++ start-up
+# chatter out of a command-line tool's output unless the user asks for it.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import lstm_core  # noqa: E402
+from lstm_core.errors import UserError  # noqa: E402
 
 EPILOG = ("Data paths in recipes are relative to the data root: --data-dir, else "
           "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback.")

@@ -159,13 +159,19 @@ class PeepholeLSTMCell(keras.layers.Layer, DropoutRNNCell):
         self.recurrent_dropout = recurrent_dropout
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
-        self._weight_args = {}
-        for part in ("kernel", "recurrent", "bias", "peephole", "projection"):
-            self._weight_args[part] = dict(
-                initializer=keras.initializers.get(locals()[f"{part}_initializer"]),
-                regularizer=keras.regularizers.get(locals()[f"{part}_regularizer"]),
-                constraint=keras.constraints.get(locals()[f"{part}_constraint"]),
-            )
+        specs = {
+            "kernel": (kernel_initializer, kernel_regularizer, kernel_constraint),
+            "recurrent": (recurrent_initializer, recurrent_regularizer, recurrent_constraint),
+            "bias": (bias_initializer, bias_regularizer, bias_constraint),
+            "peephole": (peephole_initializer, peephole_regularizer, peephole_constraint),
+            "projection": (projection_initializer, projection_regularizer, projection_constraint),
+        }
+        self._weight_args = {
+            part: dict(initializer=keras.initializers.get(init),
+                       regularizer=keras.regularizers.get(reg),
+                       constraint=keras.constraints.get(con))
+            for part, (init, reg, con) in specs.items()
+        }
         self.output_size = num_proj or units
         self.state_size = [self.output_size, units]
 

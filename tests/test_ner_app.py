@@ -1,0 +1,114 @@
+"""The NER app end to end through the CLI, on tiny generated data: train,
+evaluate, predict, export (served in a fresh process, tagging exactly as
+predict does), pretrained vectors and fine-tuning."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from apps.ner.app import NERApp, read_embeddings
+from lstm_core.cli import main
+from lstm_core.export import check_in_fresh_process
+
+NAMES = ["Anna Berg", "Omar Haddad", "Li Wei"]
+PLACES = ["Paris", "Oslo", "Lima"]
+
+
+def write_conll(path, count, seed):
+    rng = np.random.default_rng(seed)
+    lines = ["-DOCSTART- O", ""]
+    for _ in range(count):
+        name, place = NAMES[rng.integers(3)].split(), PLACES[rng.integers(3)]
+        tokens = name + ["visited", place, "."]
+        tags = ["B-PER"] + ["I-PER"] * (len(name) - 1) + ["O", "B-LOC", "O"]
+        lines += [f"{t} {g}" for t, g in zip(tokens, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+RECIPE = """
+app: ner
+data: {train_file: train.txt, dev_file: dev.txt, test_file: test.txt}
+model:
+  word_dim: 8
+  char_dim: 4
+  char_units: 4
+  encoder: {units: 8, cell_options: {cell_clip: 3.0}}
+  dropout: 0.1
+train: {epochs: 2, batch_size: 8, optimizer: {learning_rate: 0.02}}
+export: {check: false}
+"""
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("ner")
+    write_conll(root / "train.txt", 48, 0)
+    write_conll(root / "dev.txt", 12, 1)
+    (root / "recipe.yaml").write_text(RECIPE)
+    run = root / "run"
+    assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(root),
+                 "--run-dir", str(run), "--quiet"]) == 0
+    return root, run
+
+
+def test_training_scores_dev_and_the_missing_test_file_is_skipped(trained):
+    _, run = trained
+    result = json.loads((run / "result.json").read_text())
+    assert result["best"]["dev_f1"] > 50
+    assert "PER" in (run / "report.txt").read_text()
+
+
+def test_export_serves_in_a_fresh_process_and_tags_like_predict(trained, capsys):
+    root, run = trained
+    assert main(["export", str(run), str(root / "export")]) == 0
+    predicted = root / "predicted.conll"
+    assert main(["predict", str(run), str(root / "dev.txt"), "--output", str(predicted)]) == 0
+    blocks = [b.splitlines() for b in predicted.read_text().strip().split("\n\n")]
+    sentences = [" ".join(line.split()[0] for line in block) for block in blocks]
+    served = check_in_fresh_process(root / "export", {"sentences": sentences + ["Zyx"]})
+    for block, tags, length in zip(blocks, served["tags"], served["lengths"]):
+        assert [line.split()[-1] for line in block] == tags[:length]
+        assert all(tag == "" for tag in tags[length:])
+    assert served["lengths"][-1] == 1  # unknown words and characters are fine
+
+
+def test_plain_text_prediction_gives_entity_offsets(trained):
+    root, run = trained
+    text = root / "input.txt"
+    text.write_text("Anna Berg visited Oslo.\n\n")
+    out = root / "tagged.jsonl"
+    assert main(["predict", str(run), str(text), "--output", str(out)]) == 0
+    first, empty = [json.loads(line) for line in out.read_text().splitlines()]
+    assert first["tokens"] == ["Anna", "Berg", "visited", "Oslo", "."]
+    for entity in first["entities"]:
+        assert first["text"][entity["start"]:entity["end"]] == entity["text"]
+    assert empty["tokens"] == [] and empty["entities"] == []
+
+
+def test_finetune_starts_from_the_trained_weights(trained):
+    root, run = trained
+    recipe = root / "recipe.yaml"
+    assert main(["finetune", str(recipe), "--from", str(run), "--data-dir", str(root),
+                 "--run-dir", str(root / "tuned"), "--set", "train.epochs=1", "--quiet"]) == 0
+    assert json.loads((root / "tuned" / "assets.json").read_text()) == \
+        json.loads((run / "assets.json").read_text())
+
+
+def test_pretrained_vectors_initialize_known_words(tmp_path):
+    vectors = tmp_path / "vectors.txt"
+    vectors.write_text("2 3\nParis 1 2 3\nzebra 4 5 6\n")  # word2vec header
+    app = NERApp()
+    assets = {"words": ["Paris"], "chars": list("Paris"), "tags": ["O", "B-LOC"],
+              "scheme": "bio", "lowercase": False, "max_word_length": 10}
+    config = {"model": {**{k: f.default for k, f in app.model_schema.items()
+                           if not isinstance(f, dict)},
+                        "word_dim": 3,
+                        "encoder": {k: f.default for k, f in app.model_schema["encoder"].items()}},
+              "data": {"embeddings": str(vectors)}}
+    assets["words"] += [w for w in read_embeddings(vectors, False) if w not in assets["words"]]
+    model = app.build_model(config, assets)
+    table = keras.ops.convert_to_numpy(model.word_embedding.embeddings)
+    np.testing.assert_array_equal(table[2], [1, 2, 3])  # "Paris"
+    np.testing.assert_array_equal(table[3], [4, 5, 6])  # "zebra", from the vectors only

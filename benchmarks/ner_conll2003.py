@@ -2,9 +2,11 @@
 
 Trains ``recipes/ner/conll2003.yaml`` once per seed with ``lstm-suite train``
 (the run directories are kept, so an interrupted benchmark resumes), prints
-dev entity F1 per seed with mean and spread, epochs and wall time, then
-exports the best seed's model and measures the SavedModel's tagging
-throughput at batch 64 and batch 1 on dev sentences.
+dev entity F1 per seed with mean and spread, epochs and wall time. Then
+exports the best seed's model and the ensemble of all seeds, scores each
+SavedModel on valid (and on test.txt when the data root has it) as a
+served model is scored, and measures its tagging throughput at batch 64
+and batch 1.
 
     python benchmarks/ner_conll2003.py --data-dir DATA_ROOT [--seeds 1 2 3]
 
@@ -20,6 +22,9 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+
+from apps.ner.data import convert_sentences, read_conll
+from apps.ner.metrics import entity_scores
 
 REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "ner" / "conll2003.yaml"
@@ -76,16 +81,36 @@ def main():
           f"std {spread:.2f}, min {min(scores):.2f}, max {max(scores):.2f}")
 
     seed, run_dir, *_ = max(rows, key=lambda r: r[2]["best"]["dev_f1"])
-    export = runs / f"conll2003-seed{seed}-export"
-    shutil.rmtree(export, ignore_errors=True)
-    subprocess.run([sys.executable, "-m", "lstm_core.cli", "export", str(run_dir), str(export)],
-                   check=True)
-    from apps.ner.data import read_conll
+    exports = {f"best seed ({seed})": (runs / f"conll2003-seed{seed}-export", [run_dir])}
+    if len(rows) > 1:
+        exports[f"ensemble of seeds {args.seeds}"] = (runs / "conll2003-ensemble-export",
+                                                     [r[1] for r in rows])
+    conll = Path(args.data_dir) / "conll2003"
+    for name, (export, run_dirs) in exports.items():
+        shutil.rmtree(export, ignore_errors=True)
+        subprocess.run([sys.executable, "-m", "lstm_core.cli", "export", *map(str, run_dirs),
+                        str(export)], check=True)
+        for split in ("valid", "test"):
+            if (conll / f"{split}.txt").is_file():
+                print(f"SavedModel {name}: {split} entity F1 {served_f1(export, conll / f'{split}.txt'):.2f}")
+        sentences = [" ".join(s.tokens) for s in read_conll(conll / "valid.txt")]
+        for batch_size in (64, 1):
+            rate = throughput(export, sentences, batch_size)
+            print(f"SavedModel {name}: tagging, batch {batch_size}: {rate:.0f} sentences/s", flush=True)
 
-    sentences = [" ".join(s.tokens) for s in read_conll(Path(args.data_dir) / "conll2003" / "valid.txt")]
-    for batch_size in (64, 1):
-        rate = throughput(export, sentences, batch_size)
-        print(f"SavedModel (seed {seed}) tagging, batch {batch_size}: {rate:.0f} sentences/s")
+
+def served_f1(saved_model, path):
+    """Entity F1 of the SavedModel's tags (BIO) against the file's."""
+    import tensorflow as tf
+
+    serve = tf.saved_model.load(str(saved_model)).signatures["serving_default"]
+    sentences = convert_sentences(read_conll(path), "bio")
+    predicted = []
+    for start in range(0, len(sentences), 64):
+        out = serve(sentences=tf.constant([" ".join(s.tokens) for s in sentences[start:start + 64]]))
+        for tags, length in zip(out["tags"].numpy(), out["lengths"].numpy()):
+            predicted.append([tag.decode() for tag in tags[:length]])
+    return entity_scores([s.tags for s in sentences], predicted)["f1"]
 
 
 if __name__ == "__main__":

@@ -71,6 +71,11 @@ class App:
                 output_path=None) -> None:
         raise NotImplementedError
 
+    def ensemble(self, models: list):
+        """One model that averages ``models`` (runs of one recipe trained
+        with different seeds), for ``lstm-suite export`` of several runs."""
+        raise UserError(f"app {self.name!r} cannot export an ensemble of runs")
+
     def serving_module(self, model, config: dict, assets: dict):
         """A ``tf.Module`` whose ``serving_default`` is the export contract."""
         raise NotImplementedError

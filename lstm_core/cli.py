@@ -96,7 +96,7 @@ def command_predict(args):
 def command_export(args):
     from lstm_core.export import export_run
 
-    out = export_run(args.run_dir, args.out_dir, check=False if args.no_check else None)
+    out = export_run(args.run_dirs, args.out_dir, check=False if args.no_check else None)
     print(f"exported {out}")
 
 
@@ -212,8 +212,10 @@ def build_parser():
     sub.add_argument("--force", action="store_true", help="overwrite an existing --output file")
 
     sub = command("export", command_export, "write a SavedModel for serving with plain TensorFlow")
-    sub.add_argument("run_dir")
-    sub.add_argument("out_dir", help="new (or empty) directory for the SavedModel")
+    sub.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
+                     help="a run; several runs of one recipe (other seeds) export as one "
+                          "ensemble that averages their models")
+    sub.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) directory for the SavedModel")
     sub.add_argument("--no-check", action="store_true",
                      help="skip loading the export in a fresh process to compare outputs")
 

@@ -98,19 +98,29 @@ def _same(expected, served):
     return True
 
 
-def export_run(run_dir, out_dir, *, check=None):
-    """Write the run's serving SavedModel to ``out_dir`` and return the
-    path. ``out_dir`` must be absent or empty (an export never overwrites);
-    it is written into a temporary directory next to it and renamed into
-    place only after saving (and the fresh-process check, when ``check`` or,
-    if None, the recipe's ``export.check`` says so) succeeded."""
+def export_run(run_dirs, out_dir, *, check=None):
+    """Write the serving SavedModel of a run, or of an ensemble of runs of
+    one recipe (a list of run directories: the app averages their models),
+    to ``out_dir`` and return the path. ``out_dir`` must be absent or empty
+    (an export never overwrites); it is written into a temporary directory
+    next to it and renamed into place only after saving (and the
+    fresh-process check, when ``check`` or, if None, the recipe's
+    ``export.check`` says so) succeeded."""
     from lstm_core.trainer import atomic_path, load_run
 
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} exists and is not empty; won't overwrite it "
                         "(choose a new OUT_DIR or remove the old one)")
-    app, config, assets, model = load_run(run_dir)
+    run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
+    runs = [load_run(run_dir) for run_dir in run_dirs]
+    app, config, assets, model = runs[0]
+    for run_dir, (other_app, _, other_assets, _) in zip(run_dirs[1:], runs[1:]):
+        if other_app.name != app.name or other_assets != assets:
+            raise UserError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: its app or "
+                            "vocabularies (assets.json) differ; ensemble runs of one recipe")
+    if len(runs) > 1:
+        model = app.ensemble([run[3] for run in runs])
     if check is None:
         check = config.get("export", {}).get("check", True)
     module = app.serving_module(model, config, assets)

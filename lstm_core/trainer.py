@@ -75,6 +75,9 @@ TRAIN_SCHEMA = {
         "patience": Field(int, 2, min=0, doc="epochs without improvement before reducing"),
         "min_lr": Field(float, 0.0, min=0, doc="the rate never goes below this"),
     },
+    "ema": Field(float, 0.0, min=0, max=0.99999,
+                 doc="keep an exponential moving average of the weights with this momentum per "
+                     "step (Polyak averaging; 0: off); dev scores, best.keras and exports use it"),
     "clip_norm": Field(OPTIONAL_FLOAT, None, min=0, doc="global-norm gradient clipping (0 or null: off)"),
     "mixed_precision": Field(str, "float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                              doc="Keras dtype policy of the model (loss scaling is automatic for float16)"),
@@ -209,7 +212,8 @@ def make_schedule(train):
 
 def make_optimizer(train):
     o = train["optimizer"]
-    common = dict(learning_rate=make_schedule(train), global_clipnorm=train["clip_norm"] or None)
+    common = dict(learning_rate=make_schedule(train), global_clipnorm=train["clip_norm"] or None,
+                  use_ema=train["ema"] > 0, ema_momentum=train["ema"] or 0.99)
     if o["name"] == "sgd":
         return keras.optimizers.SGD(momentum=o["momentum"], nesterov=o["nesterov"], **common)
     adam = dict(beta_1=o["beta_1"], beta_2=o["beta_2"], epsilon=o["epsilon"], **common)
@@ -252,6 +256,28 @@ def precision_policy(name):
         keras.mixed_precision.set_global_policy(previous)
 
 
+@contextlib.contextmanager
+def averaged_weights(model):
+    """Inside the block the model holds the optimizer's moving averages of its
+    weights (``train.ema``), outside it its training weights again. Swapped
+    through NumPy copies: Keras's in-place swap (a+b-b) is not exact."""
+    optimizer = getattr(model.optimizer, "inner_optimizer", model.optimizer)
+    averages = getattr(optimizer, "_model_variables_moving_average", None)
+    pairs = [(v, a) for v, a in zip(optimizer._trainable_variables, averages or []) if a is not None]
+
+    def swap():
+        for variable, average in pairs:
+            value = keras.ops.convert_to_numpy(variable)
+            variable.assign(average)
+            average.assign(value)
+
+    swap()
+    try:
+        yield
+    finally:
+        swap()
+
+
 def _scalar(value):
     """A Python number from a tensor or (possibly distributed) variable."""
     return keras.ops.convert_to_numpy(value).item()
@@ -291,7 +317,8 @@ class DevMonitor(keras.callbacks.Callback):
                             "train.optimizer.learning_rate or set train.clip_norm, in a new --run-dir)")
 
     def on_epoch_end(self, epoch, logs=None):
-        scores = dict(self.app.evaluate(self.model, self.config, self.data_root, self.assets))
+        with averaged_weights(self.model):
+            scores = dict(self.app.evaluate(self.model, self.config, self.data_root, self.assets))
         self.report = scores.pop("report", None)
         logs.update({f"dev_{name}": float(value) for name, value in scores.items()})
 
@@ -332,7 +359,7 @@ class Recorder(keras.callbacks.Callback):
         best = self.state["best"]
         if value is not None and (best is None or (value > best if self.mode == "max" else value < best)):
             self.state.update(best=float(value), best_epoch=epoch + 1)
-            with atomic_path(self.run_dir / "best.keras") as tmp:
+            with atomic_path(self.run_dir / "best.keras") as tmp, averaged_weights(self.model):
                 self.model.save(tmp)
             if self.dev.report:
                 _write_text(self.run_dir / "report.txt", self.dev.report.rstrip() + "\n")
@@ -498,6 +525,8 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
             callbacks.append(keras.callbacks.ProgbarLogger())  # last: shows the dev scores
 
         def fit(data, start, end):
+            # With train.ema, fit() ends by copying the averages into the
+            # model; a resumed partial epoch then trains on from them.
             model.fit(data, epochs=end, initial_epoch=start, validation_data=dev_data, shuffle=False,
                       callbacks=callbacks, verbose=0 if quiet else 1)  # the data shuffles itself
 

@@ -7,10 +7,14 @@ import json
 import keras
 import numpy as np
 import pytest
+import tensorflow as tf
 
 from apps.ner.app import NERApp, read_embeddings
+from apps.ner.features import Featurizer
 from lstm_core.cli import main
+from lstm_core.crf import viterbi_decode
 from lstm_core.export import check_in_fresh_process
+from lstm_core.trainer import load_run
 
 NAMES = ["Anna Berg", "Omar Haddad", "Li Wei"]
 PLACES = ["Paris", "Oslo", "Lima"]
@@ -72,6 +76,34 @@ def test_export_serves_in_a_fresh_process_and_tags_like_predict(trained, capsys)
         assert [line.split()[-1] for line in block] == tags[:length]
         assert all(tag == "" for tag in tags[length:])
     assert served["lengths"][-1] == 1  # unknown words and characters are fine
+
+
+def test_runs_of_other_seeds_export_as_one_averaging_ensemble(trained):
+    root, run = trained
+    train = ["train", str(root / "recipe.yaml"), "--data-dir", str(root), "--quiet"]
+    assert main([*train, "--run-dir", str(root / "seed2"), "--set", "train.seed=2"]) == 0
+    assert main(["export", str(run), str(root / "seed2"), str(root / "ensemble")]) == 0
+    sentences = ["Anna Berg visited Lima .", "Li Wei visited Zyx", "Omar"]
+    served = check_in_fresh_process(root / "ensemble", {"sentences": sentences})
+
+    # independently: average the two taggers' scores and CRF scores, then Viterbi
+    runs = [load_run(path) for path in (run, root / "seed2")]
+    assets = runs[0][2]
+    features = Featurizer(assets["words"], assets["chars"], assets["lowercase"],
+                          assets["max_word_length"])(tf.constant(sentences))
+    lengths = np.sum(features["words"].numpy() > 0, axis=1)
+    scores = np.mean([model(features).numpy() for *_, model in runs], axis=0)
+    crf = [np.mean(parts, axis=0) for parts in zip(*(model.crf.scores() for *_, model in runs))]
+    ids = viterbi_decode(scores, lengths, *crf)[0].numpy()
+    expected = [[assets["tags"][i].replace("S-", "B-").replace("E-", "I-") for i in row[:n]]
+                for row, n in zip(ids, lengths)]
+    assert [tags[:n] for tags, n in zip(served["tags"], served["lengths"])] == expected
+
+    # only runs of one recipe can join: other vocabularies are refused
+    assert main([*train, "--run-dir", str(root / "lower"), "--set", "data.lowercase=true",
+                 "--set", "train.epochs=1"]) == 0
+    assert main(["export", str(run), str(root / "lower"), str(root / "mixed")]) == 2
+    assert not (root / "mixed").exists()
 
 
 def test_plain_text_prediction_gives_entity_offsets(trained):

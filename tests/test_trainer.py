@@ -233,3 +233,24 @@ def test_finetuning_starts_from_the_other_runs_weights_and_vocabulary(trained_ru
         np.testing.assert_array_equal(a, b)  # learning rate 0: still the source's weights
     with pytest.raises(UserError, match="no such run directory"):
         trainer.train(app, config, tmp_path / "other", root, quiet=True, init_from=tmp_path / "nope")
+
+
+def test_weight_averaging_scores_and_keeps_the_average_but_trains_on(tmp_path, toy_app):
+    app, config, root = toy_config(tmp_path, "train.epochs=1", "train.ema=0.9")
+    run = tmp_path / "run"
+    trainer.train(app, config, run, root, quiet=True)
+    best = keras.saving.load_model(run / "best.keras", compile=False)
+    # the checkpoint holds the training weights and, in the optimizer, their average
+    model = app.build_model(config, json.loads((run / "assets.json").read_text()))
+    model.compile(optimizer=trainer.make_optimizer(config["train"]), loss=app.loss(config))
+    model.optimizer.build(model.trainable_variables)
+    model.load_weights(run / "checkpoints" / "ckpt-0001-0000000" / "state.weights.h5")
+    training = [w.copy() for w in model.get_weights()]
+    assert any(not np.allclose(a, b) for a, b in zip(training, best.get_weights()))
+    with trainer.averaged_weights(model):
+        for a, b in zip(model.get_weights(), best.get_weights()):
+            np.testing.assert_array_equal(a, b)
+        dev = app.evaluate(model, config, root, None)["accuracy"]
+    for a, b in zip(model.get_weights(), training):
+        np.testing.assert_array_equal(a, b)
+    assert records(run)[0]["dev_accuracy"] == pytest.approx(dev)

@@ -185,6 +185,11 @@ class NERApp(App):
                           "entities": conll.entity_spans(tokens, tags, offsets)})
         conll.write_jsonl(output_path, items)
 
+    def ensemble(self, models):
+        from apps.ner.model import TaggerEnsemble
+
+        return TaggerEnsemble(models)
+
     def serving_module(self, model, config, assets):
         return self.serving(model, assets)
 

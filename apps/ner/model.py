@@ -9,11 +9,12 @@ scores decoded by a linear-chain CRF (or a softmax).
 """
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from apps.ner.features import NUM_CAPS, PAD, UNK
 from lstm_core import RNNStack, make_rnn
-from lstm_core.crf import CRF
+from lstm_core.crf import CRF, viterbi_decode
 
 
 @keras.saving.register_keras_serializable(package="apps.ner")
@@ -97,12 +98,38 @@ class Tagger(keras.Model):
 
     def decode(self, inputs):
         """Best tag ids ``[batch, tokens]`` (0 past each sentence's end)."""
-        scores = self(inputs, training=False)
-        lengths = ops.sum(ops.cast(inputs["words"] != PAD, "int32"), axis=1)
-        if self.crf is not None:
-            return self.crf(scores, lengths=lengths)
-        mask = inputs["words"] != PAD
-        return ops.where(mask, ops.cast(ops.argmax(scores, axis=-1), "int32"), 0)
+        crf = self.crf.scores() if self.crf is not None else None
+        return decode_scores(inputs["words"], self(inputs, training=False), crf)
 
     def get_config(self):
         return {**super().get_config(), **self.settings}
+
+
+def decode_scores(words, scores, crf_scores=None):
+    """Tag ids from per-tag scores: Viterbi with the CRF's (transition,
+    start, end) scores, else the best tag per token; 0 past the end."""
+    mask = words != PAD
+    if crf_scores is not None:
+        return viterbi_decode(scores, ops.sum(ops.cast(mask, "int32"), axis=1), *crf_scores)[0]
+    return ops.where(mask, ops.cast(ops.argmax(scores, axis=-1), "int32"), 0)
+
+
+class TaggerEnsemble(tf.Module):
+    """Taggers of one recipe trained with different seeds, decoded as one:
+    their token scores and CRF scores are averaged (a product of the
+    taggers' CRF distributions), which is steadier on unseen names than
+    any one of them."""
+
+    def __init__(self, taggers):
+        super().__init__()
+        self.taggers = list(taggers)
+
+    def decode(self, inputs):
+        def mean(values):
+            return ops.mean(ops.stack(list(values)), axis=0)
+
+        scores = mean(t(inputs, training=False) for t in self.taggers)
+        crf = None
+        if self.taggers[0].crf is not None:
+            crf = [mean(parts) for parts in zip(*(t.crf.scores() for t in self.taggers))]
+        return decode_scores(inputs["words"], scores, crf)

@@ -12,6 +12,14 @@ pass instead:
   the gradients of ``U``, the peepholes and the projection are then single
   large products over all ``[T * B]`` rows.
 
+Both loops carry the slices of their per-step inputs in the loop state,
+read one step ahead, instead of indexing ``xz[t]`` where they are used: XLA's
+CPU backend cannot vectorize an elementwise kernel that contains a slice at a
+runtime index (the index may alias the output, so it is reloaded for every
+element), and fuses such a slice into the gate arithmetic. Read ahead, the
+slice is a copy of its own and the gate kernels vectorize (a plain LSTM
+forward loop runs 1.6x faster; see benchmarks/RESULTS.md for this layer).
+
 Everything is time-major and float32. It runs eagerly, in ``tf.function``
 and under XLA, and is device-agnostic.
 """
@@ -42,7 +50,8 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
     """Run the peephole LSTM recurrence over precomputed input projections.
 
     Args:
-        xz: ``[T, B, 4 * units]`` float32, ``x_t W + b`` for every step.
+        xz: ``[T, B, 4 * units]`` float32, ``x_t W + b`` for every step;
+            ``T >= 1``.
         mask: ``[T, B]`` bool or None. At a masked step the state is kept and
             the output is zero.
         h0, c0: initial output ``[B, out]`` and cell state ``[B, units]``.
@@ -77,25 +86,30 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
         steps = tf.shape(xz)[0]
         peep_parts = tf.unstack(peep) if use_peepholes else None
 
-        def step(t, h, c, h_ta, c_ta, g_ta):
-            z = xz[t] + tf.matmul(h, u)
+        def step(t, h, c, x, k, h_ta, c_ta, g_ta):
+            # x, k: this step's input projection and mask, read one step ahead.
+            z = x + tf.matmul(h, u)
             i, f, g, o, _, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
             h_new = o * tf.tanh(c_new)
             if use_projection:
                 h_new = clip(tf.matmul(h_new, proj), proj_clip)
             if use_mask:
-                k = keep[t]
                 h_new = k * h_new + (1.0 - k) * h
                 c_new = k * c_new + (1.0 - k) * c
             if save:
                 c_ta = c_ta.write(t + 1, c_new)
                 g_ta = g_ta.write(t, tf.concat([i, f, g, o], axis=-1))
-            return t + 1, h_new, c_new, h_ta.write(t + 1, h_new), c_ta, g_ta
+            ahead = tf.minimum(t + 1, steps - 1)
+            k = keep[ahead] if use_mask else k
+            return t + 1, h_new, c_new, xz[ahead], k, h_ta.write(t + 1, h_new), c_ta, g_ta
 
         h_ta = _tensor_array(steps + 1).write(0, h0)
         c_ta = _tensor_array(steps + 1).write(0, c0)
-        _, h_last, c_last, h_ta, c_ta, g_ta = tf.while_loop(
-            lambda t, *_: t < steps, step, (tf.constant(0), h0, c0, h_ta, c_ta, _tensor_array(steps))
+        k0 = keep[0] if use_mask else empty
+        _, h_last, c_last, _, _, h_ta, c_ta, g_ta = tf.while_loop(
+            lambda t, *_: t < steps,
+            step,
+            (tf.constant(0), h0, c0, xz[0], k0, h_ta, c_ta, _tensor_array(steps)),
         )
         states_h = h_ta.stack()
         # A masked step outputs zeros while its state carries on.
@@ -120,19 +134,28 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             if use_peepholes:
                 p_i, p_f, p_o = tf.unstack(peep)
 
-            def backward_step(t, dh, dc, dz_ta, dh_proj_ta):
-                i, f, g, o = tf.split(gates[t], 4, axis=-1)
-                c_prev, c_new = states_c[t], states_c[t + 1]
-                dh_new = d_outputs[t] + dh
+            # What step t reads, as [T, ...] sequences (absent parts empty).
+            per_step = (
+                gates, states_c[:-1], states_c[1:], d_outputs,
+                keep if use_mask else None, states_h[1:] if clip_projection else None,
+            )
+
+            def read(t):
+                return tuple(empty if seq is None else seq[t] for seq in per_step)
+
+            def backward_step(t, dh, dc, now, dz_ta, dh_proj_ta):
+                # now: step t's slices, read one step ahead (module docstring).
+                gate, c_prev, c_new, d_out, k, h_new = now
+                i, f, g, o = tf.split(gate, 4, axis=-1)
+                dh_new = d_out + dh
                 dc_new = dc
                 if use_mask:
                     # A masked step passes the state's gradient straight on.
-                    k = keep[t]
                     dh_new, dh_pass = k * dh_new, (1.0 - k) * dh
                     dc_new, dc_pass = k * dc, (1.0 - k) * dc
                 if use_projection:
                     if clip_projection:
-                        dh_new = dh_new * _inside(states_h[t + 1], proj_clip)
+                        dh_new = dh_new * _inside(h_new, proj_clip)
                     dh_proj_ta = dh_proj_ta.write(t, dh_new)
                     dm = tf.matmul(dh_new, proj_t)
                 else:
@@ -155,12 +178,13 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 if use_mask:
                     dh_prev += dh_pass
                     dc_prev += dc_pass
-                return t - 1, dh_prev, dc_prev, dz_ta.write(t, dz), dh_proj_ta
+                ahead = read(tf.maximum(t - 1, 0))
+                return t - 1, dh_prev, dc_prev, ahead, dz_ta.write(t, dz), dh_proj_ta
 
-            _, dh0, dc0, dz_ta, dh_proj_ta = tf.while_loop(
+            _, dh0, dc0, _, dz_ta, dh_proj_ta = tf.while_loop(
                 lambda t, *_: t >= 0,
                 backward_step,
-                (steps - 1, d_h_last, d_c_last, _tensor_array(steps), _tensor_array(steps)),
+                (steps - 1, d_h_last, d_c_last, read(steps - 1), _tensor_array(steps), _tensor_array(steps)),
             )
             dz = dz_ta.stack()
             # Weight gradients: one large product each over all T * B rows.

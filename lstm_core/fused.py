@@ -45,6 +45,11 @@ def _flat(x):
     return tf.reshape(x, [-1, x.shape[-1]])
 
 
+def _slices(sequences, t, empty):
+    """Step ``t`` of each ``[T, ...]`` sequence; ``empty`` for an absent (None) one."""
+    return tuple(empty if seq is None else seq[t] for seq in sequences)
+
+
 def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=None,
                *, forget_bias=1.0, cell_clip=None, proj_clip=None, training=True):
     """Run the peephole LSTM recurrence over precomputed input projections.
@@ -85,9 +90,11 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
         per-step write costs more here than recomputing a product."""
         steps = tf.shape(xz)[0]
         peep_parts = tf.unstack(peep) if use_peepholes else None
+        per_step = (xz, keep if use_mask else None)
 
-        def step(t, h, c, x, k, h_ta, c_ta, g_ta):
-            # x, k: this step's input projection and mask, read one step ahead.
+        def step(t, h, c, now, h_ta, c_ta, g_ta):
+            # now: step t's slices, read one step ahead (module docstring).
+            x, k = now
             z = x + tf.matmul(h, u)
             i, f, g, o, _, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
             h_new = o * tf.tanh(c_new)
@@ -99,17 +106,15 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             if save:
                 c_ta = c_ta.write(t + 1, c_new)
                 g_ta = g_ta.write(t, tf.concat([i, f, g, o], axis=-1))
-            ahead = tf.minimum(t + 1, steps - 1)
-            k = keep[ahead] if use_mask else k
-            return t + 1, h_new, c_new, xz[ahead], k, h_ta.write(t + 1, h_new), c_ta, g_ta
+            ahead = _slices(per_step, tf.minimum(t + 1, steps - 1), empty)
+            return t + 1, h_new, c_new, ahead, h_ta.write(t + 1, h_new), c_ta, g_ta
 
         h_ta = _tensor_array(steps + 1).write(0, h0)
         c_ta = _tensor_array(steps + 1).write(0, c0)
-        k0 = keep[0] if use_mask else empty
-        _, h_last, c_last, _, _, h_ta, c_ta, g_ta = tf.while_loop(
+        _, h_last, c_last, _, h_ta, c_ta, g_ta = tf.while_loop(
             lambda t, *_: t < steps,
             step,
-            (tf.constant(0), h0, c0, xz[0], k0, h_ta, c_ta, _tensor_array(steps)),
+            (tf.constant(0), h0, c0, _slices(per_step, 0, empty), h_ta, c_ta, _tensor_array(steps)),
         )
         states_h = h_ta.stack()
         # A masked step outputs zeros while its state carries on.
@@ -134,14 +139,11 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             if use_peepholes:
                 p_i, p_f, p_o = tf.unstack(peep)
 
-            # What step t reads, as [T, ...] sequences (absent parts empty).
+            # What step t reads, as [T, ...] sequences.
             per_step = (
                 gates, states_c[:-1], states_c[1:], d_outputs,
                 keep if use_mask else None, states_h[1:] if clip_projection else None,
             )
-
-            def read(t):
-                return tuple(empty if seq is None else seq[t] for seq in per_step)
 
             def backward_step(t, dh, dc, now, dz_ta, dh_proj_ta):
                 # now: step t's slices, read one step ahead (module docstring).
@@ -178,13 +180,16 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 if use_mask:
                     dh_prev += dh_pass
                     dc_prev += dc_pass
-                ahead = read(tf.maximum(t - 1, 0))
+                ahead = _slices(per_step, tf.maximum(t - 1, 0), empty)
                 return t - 1, dh_prev, dc_prev, ahead, dz_ta.write(t, dz), dh_proj_ta
 
             _, dh0, dc0, _, dz_ta, dh_proj_ta = tf.while_loop(
                 lambda t, *_: t >= 0,
                 backward_step,
-                (steps - 1, d_h_last, d_c_last, read(steps - 1), _tensor_array(steps), _tensor_array(steps)),
+                (
+                    steps - 1, d_h_last, d_c_last, _slices(per_step, steps - 1, empty),
+                    _tensor_array(steps), _tensor_array(steps),
+                ),
             )
             dz = dz_ta.stack()
             # Weight gradients: one large product each over all T * B rows.

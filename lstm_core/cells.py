@@ -27,6 +27,8 @@ Dropout follows Keras: one input mask and one recurrent mask per sequence,
 applied to ``x_t`` and ``h_{t-1}`` before the matrix products.
 """
 
+import numbers
+
 import keras
 from keras import ops
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
@@ -35,10 +37,12 @@ LAYER_NORM_EPSILON = 1e-3
 
 
 def check_positive_int(name, value, allow_none=False):
+    """``value`` as a plain int (NumPy integers accepted), or a ValueError."""
     if value is None and allow_none:
-        return
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        return None
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value <= 0:
         raise ValueError(f"{name} must be a positive integer, got {name}={value!r}")
+    return int(value)
 
 
 def check_clip(name, value):
@@ -140,8 +144,8 @@ class PeepholeLSTMCell(keras.layers.Layer, DropoutRNNCell):
         # are used for. The sequence layer casts its outputs back.
         if self.dtype_policy.compute_dtype != self.dtype_policy.variable_dtype:
             self.dtype_policy = self.dtype_policy.variable_dtype
-        check_positive_int("units", units)
-        check_positive_int("num_proj", num_proj, allow_none=True)
+        units = check_positive_int("units", units)
+        num_proj = check_positive_int("num_proj", num_proj, allow_none=True)
         check_clip("cell_clip", cell_clip)
         check_clip("proj_clip", proj_clip)
         if proj_clip is not None and num_proj is None:

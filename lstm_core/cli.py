@@ -63,7 +63,12 @@ def command_train(args):
     if init_from is not None and not Path(init_from).exists():
         raise UserError(f"--from {init_from}: no such run directory or model file")
     app, config, root, recipe = load_config(args.recipe, args.set, args.data_dir)
-    run_dir = Path(args.run_dir or Path("runs") / recipe.name)
+    default = recipe.name if init_from is None else f"{recipe.name}-finetuned"
+    run_dir = Path(args.run_dir or Path("runs") / default)
+    source = init_from and Path(init_from).resolve()
+    if source and run_dir.resolve() == (source if source.is_dir() else source.parent):
+        raise UserError(f"--run-dir {run_dir} is where --from {init_from} lives; fine-tune "
+                        f"into another run directory")
     train(app, config, run_dir, root, quiet=args.quiet, init_from=init_from)
 
 
@@ -193,7 +198,8 @@ def build_parser():
         if name == "finetune":
             sub.add_argument("--from", dest="source", required=True, metavar="RUN_DIR_OR_MODEL",
                              help="run directory or .keras model whose weights and vocabulary start the run")
-        sub.add_argument("--run-dir", help="run directory (default runs/<recipe name>)")
+        sub.add_argument("--run-dir", help="run directory (default runs/<recipe name>"
+                         + (")" if name == "train" else "-finetuned)"))
         sub.add_argument("--data-dir", help="data root for the recipe's data paths")
         sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                          help="override a recipe value, e.g. train.epochs=3 (repeatable)")
@@ -234,7 +240,7 @@ def main(argv=None) -> int:
         return 2
     try:
         args.run(args)
-    except UserError as error:
+    except (UserError, OSError) as error:  # OSError: a file the user named, unreadable or unwritable
         if getattr(args, "debug", False):  # absent unless given (before or after the command)
             traceback.print_exc()
         message = str(error).replace("\n", "\n  ")

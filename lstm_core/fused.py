@@ -51,14 +51,16 @@ def _slices(sequences, t, empty):
 
 
 def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=None,
-               *, forget_bias=1.0, cell_clip=None, proj_clip=None, training=True):
+               *, forget_bias=1.0, cell_clip=None, proj_clip=None, training=True,
+               zero_masked_outputs=True):
     """Run the peephole LSTM recurrence over precomputed input projections.
 
     Args:
         xz: ``[T, B, 4 * units]`` float32, ``x_t W + b`` for every step;
             ``T >= 1``.
         mask: ``[T, B]`` bool or None. At a masked step the state is kept and
-            the output is zero.
+            the output is zero (with ``zero_masked_outputs=False``: the kept
+            output).
         h0, c0: initial output ``[B, out]`` and cell state ``[B, units]``.
         recurrent_kernel: ``U``, ``[out, 4 * units]``.
         peepholes: ``[3, units]`` (input, forget, output) or None.
@@ -67,11 +69,13 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             forward loop alone, saving nothing for a backward pass (plain
             autodiff still works there), and so exports to a SavedModel,
             which cannot hold a gradient that captures loop state.
+        zero_masked_outputs: see ``mask``.
 
     Returns:
         ``(outputs [T, B, out], h_T, c_T)``.
     """
     use_mask = mask is not None
+    zero_masked = use_mask and zero_masked_outputs
     use_peepholes = peepholes is not None
     use_projection = projection is not None
     clip_projection = use_projection and proj_clip is not None
@@ -84,15 +88,16 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
 
     def forward(xz, keep, h0, c0, u, peep, proj, save):
         """The forward loop. Returns the outputs, the final state and the
-        stacked states ``H``, ``C`` (``[T + 1, ...]``, the initial state
-        first) and, with ``save``, gate activations ``G`` for the backward
-        pass, which derives all else it needs from these three: each extra
-        per-step write costs more here than recomputing a product."""
+        stacked outputs ``H`` (``[T + 1, ...]``, the initial state first),
+        with ``save`` also the cell states ``C`` (likewise) and the gate
+        activations ``G`` for the backward pass, which derives all else it
+        needs from these three: each extra per-step write costs more here
+        than recomputing a product."""
         steps = tf.shape(xz)[0]
         peep_parts = tf.unstack(peep) if use_peepholes else None
         per_step = (xz, keep if use_mask else None)
 
-        def step(t, h, c, now, h_ta, c_ta, g_ta):
+        def step(t, h, c, now, h_ta, *saved):
             # now: step t's slices, read one step ahead (module docstring).
             x, k = now
             z = x + tf.matmul(h, u)
@@ -104,22 +109,24 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 h_new = k * h_new + (1.0 - k) * h
                 c_new = k * c_new + (1.0 - k) * c
             if save:
-                c_ta = c_ta.write(t + 1, c_new)
-                g_ta = g_ta.write(t, tf.concat([i, f, g, o], axis=-1))
+                c_ta, g_ta = saved
+                saved = (c_ta.write(t + 1, c_new), g_ta.write(t, tf.concat([i, f, g, o], axis=-1)))
             ahead = _slices(per_step, tf.minimum(t + 1, steps - 1), empty)
-            return t + 1, h_new, c_new, ahead, h_ta.write(t + 1, h_new), c_ta, g_ta
+            return (t + 1, h_new, c_new, ahead, h_ta.write(t + 1, h_new), *saved)
 
-        h_ta = _tensor_array(steps + 1).write(0, h0)
-        c_ta = _tensor_array(steps + 1).write(0, c0)
-        _, h_last, c_last, _, h_ta, c_ta, g_ta = tf.while_loop(
+        # Only the arrays that get written travel in the loop: autodiff under
+        # XLA (of the inference loop) cannot handle one that never is.
+        saved = (_tensor_array(steps + 1).write(0, c0), _tensor_array(steps)) if save else ()
+        _, h_last, c_last, _, h_ta, *saved = tf.while_loop(
             lambda t, *_: t < steps,
             step,
-            (tf.constant(0), h0, c0, _slices(per_step, 0, empty), h_ta, c_ta, _tensor_array(steps)),
+            (tf.constant(0), h0, c0, _slices(per_step, 0, empty),
+             _tensor_array(steps + 1).write(0, h0), *saved),
+            maximum_iterations=steps,  # lets XLA size autodiff's accumulators
         )
         states_h = h_ta.stack()
-        # A masked step outputs zeros while its state carries on.
-        outputs = states_h[1:] * keep if use_mask else states_h[1:]
-        return outputs, h_last, c_last, (states_h, c_ta.stack(), g_ta.stack()) if save else None
+        outputs = states_h[1:] * keep if zero_masked else states_h[1:]
+        return outputs, h_last, c_last, tuple([states_h] + [ta.stack() for ta in saved])
 
     if not training:
         return forward(xz, keep, h0, c0, recurrent_kernel, peepholes, projection, False)[:3]
@@ -130,7 +137,10 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             xz, keep, h0, c0, u, peep, proj, True)
 
         def grad(d_outputs, d_h_last, d_c_last):
-            d_outputs = tf.zeros_like(outputs) if d_outputs is None else d_outputs
+            if d_outputs is None:
+                d_outputs = tf.zeros_like(outputs)
+            elif zero_masked:
+                d_outputs *= keep  # a zeroed output depends on nothing
             d_h_last = tf.zeros_like(h_last) if d_h_last is None else d_h_last
             d_c_last = tf.zeros_like(c_last) if d_c_last is None else d_c_last
             steps = tf.shape(xz)[0]
@@ -153,7 +163,7 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 dc_new = dc
                 if use_mask:
                     # A masked step passes the state's gradient straight on.
-                    dh_new, dh_pass = k * dh_new, (1.0 - k) * dh
+                    dh_new, dh_pass = k * dh_new, (1.0 - k) * dh_new
                     dc_new, dc_pass = k * dc, (1.0 - k) * dc
                 if use_projection:
                     if clip_projection:

@@ -22,8 +22,9 @@ class PeepholeLSTM(keras.layers.RNN):
     ``dropout``, ``recurrent_dropout``, initializers, ...) and every
     ``keras.layers.RNN`` argument (``return_sequences``, ``return_state``,
     ``go_backwards``, ``stateful``, ...). Masked steps keep the state and,
-    unlike ``keras.layers.RNN``'s default, output zeros, so a padded batch
-    gives the same results as its sequences one by one.
+    unlike ``keras.layers.RNN``'s default, output zeros
+    (``zero_output_for_mask=False``: repeat the last output), so a padded
+    batch gives the same results as its sequences one by one.
 
     The fast path (:mod:`lstm_core.fused`) covers peepholes, clipping,
     projection and input dropout with TensorFlow as the backend; layer
@@ -69,15 +70,19 @@ class PeepholeLSTM(keras.layers.RNN):
     def units(self):
         return self.cell.units
 
-    def build(self, sequences_shape, initial_state_shape=None):
-        if len(sequences_shape) != 3:
+    def _check_rank(self, shape):
+        if len(shape) != 3:
             raise ValueError(
                 f"{type(self).__name__} expects inputs of rank 3 [batch, time, features], "
-                f"got inputs with shape {tuple(sequences_shape)}"
+                f"got inputs with shape {tuple(shape)}"
             )
+
+    def build(self, sequences_shape, initial_state_shape=None):
+        self._check_rank(sequences_shape)
         super().build(sequences_shape, initial_state_shape)
 
     def call(self, sequences, initial_state=None, mask=None, training=False, lengths=None):
+        self._check_rank(sequences.shape)
         if lengths is not None:
             steps = ops.arange(ops.shape(sequences)[1], dtype="int32")
             mask = steps[None, :] < ops.expand_dims(ops.cast(lengths, "int32"), -1)
@@ -94,7 +99,11 @@ class PeepholeLSTM(keras.layers.RNN):
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self.uses_fast_path(training):
-            return super().inner_loop(sequences, initial_state, mask, training=training)
+            last, outputs, states = super().inner_loop(
+                sequences, initial_state, mask, training=training)
+            # Keras's loop returns the last step's output, zeroed for a row
+            # that ended earlier; the last output of a sequence is its h.
+            return (last if mask is None else states[0]), outputs, states
         import tensorflow as tf
 
         from lstm_core.fused import fused_lstm
@@ -119,7 +128,7 @@ class PeepholeLSTM(keras.layers.RNN):
             xz, mask, h0, c0, cell.recurrent_kernel.value, peepholes,
             cell.projection_kernel.value if cell.num_proj else None,
             forget_bias=cell.forget_bias, cell_clip=cell.cell_clip, proj_clip=cell.proj_clip,
-            training=bool(training),
+            training=bool(training), zero_masked_outputs=self.zero_output_for_mask,
         )
         return h, tf.transpose(outputs, [1, 0, 2]), [h, c]
 
@@ -182,8 +191,8 @@ class RNNStack(keras.layers.Layer):
     def __init__(self, cell="peephole_lstm", units=128, num_layers=1, bidirectional=False,
                  dropout=0.0, residual=False, cell_options=None, **kwargs):
         super().__init__(**kwargs)
-        check_positive_int("units", units)
-        check_positive_int("num_layers", num_layers)
+        units = check_positive_int("units", units)
+        num_layers = check_positive_int("num_layers", num_layers)
         check_rate("dropout", dropout)
         self.cell = cell
         self.units = units

@@ -67,9 +67,10 @@ class Field:
     type: type | tuple[type, ...]
     default: Any = REQUIRED
     choices: Iterable | Callable[[], Iterable] | None = None  # a callable is asked at validation time
-    min: float | None = None
+    min: float | None = None  # for a list with ``items``: of each item (max, choices too)
     max: float | None = None
     doc: str = ""
+    items: type | tuple[type, ...] | None = None  # for a list: the type of each item
     data_file: bool = False  # path under the data root (or pkg:...), must exist unless None
     optional_file: bool = False  # with data_file: a missing file becomes None instead of an error
 
@@ -308,6 +309,13 @@ def _check_value(value, spec: Field):
         value = float(value)  # 1 where a float is expected is fine
     if not isinstance(value, types) or (isinstance(value, bool) and bool not in types):
         return value, (f"expected {_type_names(types)}, got {_show(value)}", "")
+    if spec.items is not None and isinstance(value, list):
+        item_spec = Field(spec.items, choices=spec.choices, min=spec.min, max=spec.max)
+        checked = [_check_value(item, item_spec) for item in value]
+        for index, (_, error) in enumerate(checked):
+            if error:
+                return value, (f"item {index}: {error[0]}", error[1])
+        return [item for item, _ in checked], None
     if spec.choices is not None and value is not None:
         choices = list(spec.choices() if callable(spec.choices) else spec.choices)
         for item in value if isinstance(value, list) else [value]:

@@ -58,9 +58,10 @@ TRAIN_SCHEMA = {
         "decay_steps": Field(int, 1000, min=1,
                              doc="exponential: steps per decay_rate factor; cosine: steps to decay over"),
         "decay_rate": Field(float, 0.96, min=0, doc="exponential: factor per decay_steps"),
-        "boundaries": Field(list, [], doc="step: steps at which the rate changes"),
-        "values": Field(list, [], doc="step: the rates, one more than boundaries "
-                                      "(empty: learning_rate times factor at each boundary)"),
+        "boundaries": Field(list, [], items=int, min=1, doc="step: steps at which the rate changes"),
+        "values": Field(list, [], items=float, min=0,
+                        doc="step: the rates, one more than boundaries "
+                            "(empty: learning_rate times factor at each boundary)"),
         "step_size": Field(int, 0, min=0,
                            doc="step without boundaries: multiply by factor every step_size steps"),
         "factor": Field(float, 0.1, min=0, doc="step: multiplier at each boundary / step_size"),
@@ -197,7 +198,7 @@ def make_schedule(train):
         if len(values) != len(s["boundaries"]) + 1:
             raise RecipeError(f"train.schedule.values: need {len(s['boundaries']) + 1} rates for "
                               f"{len(s['boundaries'])} boundaries, got {len(values)}")
-        rate = schedules.PiecewiseConstantDecay([int(b) for b in s["boundaries"]], [float(v) for v in values])
+        rate = schedules.PiecewiseConstantDecay(s["boundaries"], values)
     elif s["name"] == "step":
         if not s["step_size"]:
             raise RecipeError("train.schedule: the step schedule needs boundaries or step_size")
@@ -463,8 +464,10 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     last epochs' metrics."""
     run_dir = Path(run_dir)
     t = config["train"]
+    make_schedule(t)  # its checks span several keys: fail before anything heavy
     recorded = run_dir / "recipe.yaml"
-    if recorded.is_file():
+    fresh = not recorded.is_file()
+    if not fresh:
         differences = diff_configs(read_config(recorded), config)
         if differences:
             raise UserError(f"{run_dir} holds a run of a different recipe; changed: "
@@ -480,28 +483,36 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stale in [*run_dir.glob(".tmp-*"), *(run_dir / "checkpoints").glob(".tmp-*")]:
         _remove(stale)  # left by a killed process
-    if not recorded.is_file():
-        dump_config(config, run_dir / "recipe.yaml")
     keras.utils.set_random_seed(t["seed"])
     monitor = f"dev_{app.metric}" if app.metric else "val_loss"
     mode = app.metric_mode if app.metric else "min"
     checkpoint, state, records = _resume_state(run_dir, quiet)
 
     assets_path = run_dir / "assets.json"
-    if not assets_path.is_file():
+    have_assets = not fresh and assets_path.is_file()
+    if have_assets:
+        assets = _read_json(assets_path)
+    else:
         assets = (_read_json(_init_source(init_from)[1]) if init_from
                   else app.build_assets(config, data_root))
-        _write_json(assets_path, assets)
-    assets = _read_json(assets_path)
     train_data, dev_data = app.build_data(config, data_root, assets)
     if t["max_steps_per_epoch"]:
         train_data = train_data.take(t["max_steps_per_epoch"])
 
     with precision_policy(t["mixed_precision"]), strategy.scope():
-        model = app.build_model(config, assets)
+        try:
+            model = app.build_model(config, assets)
+        except (TypeError, ValueError) as error:  # e.g. a misspelt model.encoder.cell_options key
+            raise RecipeError(f"model: the recipe's model cannot be built: {error}") from error
         if init_from and checkpoint is None:
             _load_weights(model, _init_source(init_from)[0])
         model.compile(optimizer=make_optimizer(t), loss=app.loss(config), jit_compile=t["jit_compile"])
+        # Only a recipe that built claims the run directory: a mistake found
+        # above leaves nothing that a corrected rerun would be refused over.
+        if not have_assets:
+            _write_json(assets_path, assets)
+        if fresh:
+            dump_config(config, run_dir / "recipe.yaml")
         if checkpoint is not None:
             model.optimizer.build(model.trainable_variables)
             _load_weights(model, checkpoint / "state.weights.h5")

@@ -2,6 +2,7 @@
 states and gradients for every combination of options."""
 
 import itertools
+import re
 
 import keras
 import numpy as np
@@ -133,8 +134,18 @@ def test_proj_clip_needs_a_projection():
         PeepholeLSTMCell(4, proj_clip=0.5)
 
 
+def test_numpy_integers_are_accepted_as_sizes():
+    config = PeepholeLSTM(np.int64(4), num_proj=np.int32(2)).get_config()
+    assert (type(config["units"]), type(config["num_proj"])) == (int, int)
+
+
 def test_wrong_input_rank_is_named():
     with pytest.raises(ValueError, match=r"rank 3 \[batch, time, features\].*\(2, 5\)"):
         PeepholeLSTM(4)(np.zeros((2, 5), "float32"))
+    built = PeepholeLSTM(4)
+    built(np.zeros((2, 5, 3), "float32"))
+    for shape in [(2, 5), (2, 5, 3, 1)]:
+        with pytest.raises(ValueError, match=r"rank 3 .*" + re.escape(str(shape))):
+            built(np.zeros(shape, "float32"))
     with pytest.raises(ValueError, match=r"rank 2 \[batch, features\]"):
         PeepholeLSTMCell(4).build((2, 5, 3))

@@ -100,6 +100,16 @@ def test_a_changed_recipe_is_refused_in_an_existing_run_dir(capsys, toy_app, cli
     assert code == 0 and "already complete" in out
 
 
+def test_progress_shows_unless_quiet(capsys, toy_app, tmp_path):
+    recipe = write_recipe(tmp_path)
+    code, out, _ = run(capsys, "train", recipe, "--run-dir", tmp_path / "loud", "--set",
+                       "train.epochs=1")
+    assert code == 0 and "/step - loss:" in out and "best dev_accuracy" in out
+    code, out, _ = run(capsys, "train", recipe, "--run-dir", tmp_path / "quiet", "--set",
+                       "train.epochs=1", "--quiet")
+    assert code == 0 and out == ""
+
+
 def test_evaluate_and_predict(capsys, toy_app, cli_run, tmp_path):
     _, run_dir = cli_run
     code, out, _ = run(capsys, "evaluate", run_dir)
@@ -137,6 +147,45 @@ def test_finetune_needs_an_existing_source(capsys, toy_app, tmp_path):
     recipe = write_recipe(tmp_path)
     code, _, err = run(capsys, "finetune", recipe, "--from", tmp_path / "nope")
     assert code == 2 and "no such run directory" in error_line(err)
+
+
+def test_finetune_writes_beside_its_source_never_into_it(capsys, toy_app, cli_run, tmp_path,
+                                                         monkeypatch):
+    recipe, run_dir = cli_run
+    for target in (run_dir, run_dir / "best.keras"):
+        code, _, err = run(capsys, "finetune", recipe, "--from", target, "--run-dir", run_dir)
+        assert code == 2 and "fine-tune into another run directory" in error_line(err)
+    monkeypatch.chdir(tmp_path)
+    code, _, _ = run(capsys, "finetune", recipe, "--from", run_dir, "--set", "train.epochs=1",
+                     "--quiet")
+    assert code == 0 and (tmp_path / "runs" / f"{recipe.stem}-finetuned" / "result.json").is_file()
+
+
+def test_a_recipe_that_fails_to_build_leaves_the_run_dir_unclaimed(capsys, toy_app, tmp_path,
+                                                                   monkeypatch):
+    recipe, run_dir = write_recipe(tmp_path), tmp_path / "run"
+    code, _, err = run(capsys, "train", recipe, "--run-dir", run_dir,
+                       "--set", "train.schedule.name=step")  # needs boundaries or step_size
+    assert code == 2 and "step schedule needs" in error_line(err) and not run_dir.exists()
+
+    def unbuildable(config, assets):
+        raise ValueError("Unrecognized keyword arguments passed to LSTM: {'unitz': 3}")
+
+    monkeypatch.setattr(toy_app.__class__, "build_model", lambda self, c, a: unbuildable(c, a))
+    code, _, err = run(capsys, "train", recipe, "--run-dir", run_dir, "--set", "model.units=3")
+    assert code == 2 and "model: the recipe's model cannot be built: Unrecognized" in error_line(err)
+    assert not (run_dir / "recipe.yaml").exists() and not (run_dir / "assets.json").exists()
+    monkeypatch.undo()
+    monkeypatch.setattr(lstm_core.apps, "_entry_points", lambda: {"toy": _EntryPoint()})
+    code, _, _ = run(capsys, "train", recipe, "--run-dir", run_dir, "--quiet")
+    assert code == 0  # the corrected recipe is not refused as "a different recipe"
+
+
+def test_an_unwritable_output_is_one_line(capsys, toy_app, cli_run, tmp_path):
+    data = tmp_path / "in.jsonl"
+    data.write_text('{"values": [1.0, 2.0]}\n')
+    code, _, err = run(capsys, "predict", cli_run[1], data, "--output", tmp_path / "no" / "out.txt")
+    assert code == 2 and "No such file or directory" in error_line(err)
 
 
 def test_interrupting_training_exits_130(capsys, toy_app, tmp_path, monkeypatch):

@@ -38,6 +38,37 @@ def test_padded_batch_equals_sequences_one_by_one(padded, layer_norm):
         np.testing.assert_allclose(c[row], one_c[0], atol=1e-6)
 
 
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["fast", "fallback"])
+def test_last_output_of_a_padded_batch_is_each_sequences_own(padded, layer_norm):
+    layer = PeepholeLSTM(6, layer_norm=layer_norm, **OPTIONS)
+    last = layer(padded, lengths=np.array(LENGTHS))
+    for row, one_last in enumerate(run_one_by_one(layer, padded)):
+        np.testing.assert_allclose(last[row], one_last[0], atol=1e-6)
+
+
+@pytest.mark.parametrize("training", [True, False], ids=["hand-written", "autodiff"])
+def test_zero_output_for_mask_false_repeats_the_last_output(padded, training):
+    options = dict(OPTIONS, use_peepholes=True)
+    fast = PeepholeLSTM(6, return_sequences=True, zero_output_for_mask=False, **options)
+    naive = keras.layers.RNN(PeepholeLSTMCell(6, **options), return_sequences=True)
+    fast.build(padded.shape)
+    naive.build(padded.shape)
+    naive.set_weights(fast.get_weights())
+    mask = tf.constant(np.arange(5)[None, :] < np.array(LENGTHS)[:, None])
+    probe = np.random.default_rng(1).normal(size=(3, 5, 3))
+    results = []
+    for layer in (fast, naive):
+        with tf.GradientTape() as tape:
+            outputs = layer(padded, mask=mask, training=training)
+            loss = tf.reduce_sum(outputs * probe)
+        results.append((outputs, tape.gradient(loss, layer.trainable_weights)))
+    (fast_out, fast_grads), (naive_out, naive_grads) = results
+    np.testing.assert_allclose(fast_out, naive_out, atol=1e-6)
+    np.testing.assert_allclose(fast_out[2, 1:], np.repeat(fast_out[2, :1], 4, axis=0))
+    for got, want in zip(fast_grads, naive_grads):
+        np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_keras_mask_and_lengths_agree(padded):
     inputs = keras.Input((None, 4))
     masked = keras.layers.Masking(0.0)(inputs)
@@ -83,7 +114,8 @@ def test_initial_state_and_return_state():
                                atol=1e-6)
 
 
-def test_tf_function_and_xla_do_not_retrace_and_match_eager():
+@pytest.mark.parametrize("training", [True, False], ids=["hand-written", "autodiff"])
+def test_tf_function_and_xla_do_not_retrace_and_match_eager(training):
     layer = PeepholeLSTM(8, return_sequences=True, cell_clip=1.0)
     layer.build((None, None, 3))
     traces = []
@@ -91,7 +123,7 @@ def test_tf_function_and_xla_do_not_retrace_and_match_eager():
     def loss_and_grads(x, lengths):
         traces.append(1)
         with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(layer(x, lengths=lengths, training=True) ** 2)
+            loss = tf.reduce_sum(layer(x, lengths=lengths, training=training) ** 2)
         return loss, tape.gradient(loss, layer.trainable_weights)
 
     signature = [tf.TensorSpec((None, None, 3)), tf.TensorSpec((None,), tf.int32)]

@@ -3,6 +3,7 @@ evaluate, predict, export (served in a fresh process, tagging exactly as
 predict does), pretrained vectors and fine-tuning."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
@@ -77,6 +78,26 @@ def test_export_serves_in_a_fresh_process_and_tags_like_predict(trained, capsys)
         assert all(tag == "" for tag in tags[length:])
     assert served["lengths"][-1] == 1  # unknown words and characters are fine
 
+    served = check_in_fresh_process(root / "export", {"sentences": ["", "  "]})
+    assert served["lengths"] == [0, 0] and served["tags"] == [[], []]
+    serve = tf.saved_model.load(str(root / "export")).signatures["serving_default"]
+    assert serve(sentences=tf.constant([], tf.string))["tags"].shape == (0, 0)
+
+
+def test_char_cnn_and_softmax_output_train_and_serve(trained):
+    root, _ = trained
+    run = root / "cnn-softmax"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(root), "--run-dir",
+                     str(run), "--set", "model.char_encoder=cnn", "--set", "model.output=softmax",
+                     "--set", "train.epochs=1", "--quiet"]) == 0
+    assert not [w for w in caught if "mask" in str(w.message)]
+    assert main(["export", str(run), str(root / "cnn-softmax-export")]) == 0
+    served = check_in_fresh_process(root / "cnn-softmax-export",
+                                    {"sentences": ["Anna Berg visited Oslo .", "Li"]})
+    assert served["lengths"] == [5, 1] and all(served["tags"][0]) and served["tags"][1][1:] == [""] * 4
+
 
 def test_runs_of_other_seeds_export_as_one_averaging_ensemble(trained):
     root, run = trained
@@ -117,6 +138,10 @@ def test_plain_text_prediction_gives_entity_offsets(trained):
     for entity in first["entities"]:
         assert first["text"][entity["start"]:entity["end"]] == entity["text"]
     assert empty["tokens"] == [] and empty["entities"] == []
+
+    text.write_text("Traffic stopped on I-95\n")  # not a CoNLL line: no such entity type
+    assert main(["predict", str(run), str(text), "--output", str(out), "--force"]) == 0
+    assert json.loads(out.read_text())["tokens"] == ["Traffic", "stopped", "on", "I-95"]
 
 
 def test_finetune_starts_from_the_trained_weights(trained):

@@ -176,13 +176,13 @@ def test_entity_spans():
     iobes = ["B-PER", "E-PER", "O", "B-LOC", "E-LOC", "O"]
     assert data.entity_spans(tokens, iobes) == data.entity_spans(tokens, tags)
 
-    text = "Ask  U.S. officials in New York."
+    text = "Ask  U.S. officials in New\tYork."
     spans = data.tokenize(text)
     tokens = [t for t, _, _ in spans]
     tags = ["O", "B-LOC", "O", "O", "B-LOC", "I-LOC", "O"]
-    entities = data.entity_spans(tokens, tags, [(s, e) for _, s, e in spans])
+    entities = data.entity_spans(tokens, tags, text, [(s, e) for _, s, e in spans])
     assert [(e["text"], e["start"], e["end"]) for e in entities] == [
-        ("U.S.", 5, 9), ("New York", 23, 31)]
+        ("U.S.", 5, 9), ("New\tYork", 23, 31)]
     for e in entities:
         assert text[e["start"]:e["end"]] == e["text"]
     assert data.entity_spans([], []) == []
@@ -217,7 +217,7 @@ def test_write_conll_and_jsonl(tmp_path, capsys):
     assert capsys.readouterr().out == "Go O\n\n"
 
     item = {"text": "Zürich", "tokens": ["Zürich"], "tags": ["B-LOC"],
-            "entities": data.entity_spans(["Zürich"], ["B-LOC"], [(0, 6)])}
+            "entities": data.entity_spans(["Zürich"], ["B-LOC"], "Zürich", [(0, 6)])}
     data.write_jsonl(tmp_path / "out.jsonl", [item, item])
     lines = (tmp_path / "out.jsonl").read_text(encoding="utf-8").splitlines()
     assert len(lines) == 2 and "Zürich" in lines[0] and json.loads(lines[1]) == item

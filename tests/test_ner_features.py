@@ -21,11 +21,22 @@ def test_lowercase_maps_case_variants_to_one_word_but_keeps_caps():
     out = featurizer(tf.constant(["Paris PARIS paris"]))
     np.testing.assert_array_equal(out["words"], [[2, 2, 2]])
     assert len(set(out["caps"].numpy()[0])) == 3
+    # in any script, as Python's str.lower() built the vocabulary
+    words = ["zürich", "émile", "straße"]
+    out = Featurizer(words, ["a"], lowercase=True)(tf.constant(["ZÜRICH Émile Straße"]))
+    np.testing.assert_array_equal(out["words"], [[2, 3, 4]])
 
 
 def test_capitalization_classes():
-    tokens = tf.constant(["london", "USA", "F-16", "London", "iPhone", "McDonald", "1999", ","])
-    np.testing.assert_array_equal(capitalization(tokens), [1, 2, 2, 3, 4, 4, 5, 5])
+    tokens = tf.constant(["london", "USA", "F-16", "London", "iPhone", "McDonald", "1999", ",",
+                          "émile", "ÉMILE", "Émile", "ÖsterReich"])
+    np.testing.assert_array_equal(capitalization(tokens), [1, 2, 2, 3, 4, 4, 5, 5, 1, 2, 3, 4])
+
+
+def test_a_batch_of_empty_sentences_keeps_one_padding_position():
+    out = Featurizer(["a"], ["a"])(tf.constant(["", "  "]))
+    assert out["words"].shape == (2, 1) and out["chars"].shape == (2, 1, 1)
+    assert not np.any(out["words"]) and not np.any(out["caps"])
 
 
 def test_featurizer_runs_in_a_dataset_map():

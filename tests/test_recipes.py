@@ -309,6 +309,17 @@ def test_min_and_max(tmp_path):
     assert f"train.epochs: 0 is out of range ({tmp_path / 'r.yaml'}:4); must be >= 1" in lines
 
 
+def test_list_items_are_checked_one_by_one(tmp_path):
+    schema = {"steps": Field(list, [], items=int, min=1), "rates": Field(list, [], items=float)}
+    where = tmp_path / "r.yaml"
+    assert errors(recipe(tmp_path, "steps: [5, x]\n"), schema) == \
+        f"steps: item 1: expected int, got str 'x' ({where}:1)"
+    assert errors(recipe(tmp_path, "steps: [5, 0]\n"), schema) == \
+        f"steps: item 1: 0 is out of range ({where}:1); must be >= 1"
+    assert validate(recipe(tmp_path, "steps: [5]\nrates: [1, 0.5]\n"), schema) == \
+        {"steps": [5], "rates": [1.0, 0.5]}
+
+
 def test_missing_required(tmp_path):
     r = recipe(tmp_path, "app: ner\n")
     assert errors(r) == f"data.train_file: required key is missing ({tmp_path / 'r.yaml'})"

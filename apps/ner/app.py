@@ -170,7 +170,7 @@ class NERApp(App):
         if not path.is_file():
             raise UserError(f"input file not found: {path}")
         serving = self.serving(model, assets)
-        if _looks_like_conll(path):
+        if _looks_like_conll(path, assets["tags"]):
             sentences = conll.read_conll(path, tag_column=config["data"]["tag_column"])
             tagged = serving.tag([s.tokens for s in sentences])
             conll.write_conll(output_path, sentences, tagged)
@@ -182,7 +182,7 @@ class NERApp(App):
             tags = serving.tag([tokens])[0] if tokens else []
             offsets = [(start, end) for _, start, end in spans]
             items.append({"text": line, "tokens": tokens, "tags": tags,
-                          "entities": conll.entity_spans(tokens, tags, offsets)})
+                          "entities": conll.entity_spans(tokens, tags, line, offsets)})
         conll.write_jsonl(output_path, items)
 
     def ensemble(self, models):
@@ -197,14 +197,16 @@ class NERApp(App):
         return {"sentences": ["John Smith visited Paris on Monday .", "EU rejects German call"]}
 
 
-def _looks_like_conll(path):
-    """CoNLL: every non-blank line among the first ones has 2+ columns whose
-    last is a tag."""
+def _looks_like_conll(path, model_tags):
+    """CoNLL: the non-blank lines among the first ones all have the same
+    number (2+) of columns, the last a tag of an entity type the model knows
+    ("Traffic stopped on I-95" is a sentence)."""
+    types = {tag[2:] for tag in model_tags if tag != "O"}
     with open(path, encoding="utf-8") as f:
         lines = [line.split() for line, _ in zip(f, range(50)) if line.strip()]
-    return bool(lines) and all(
-        len(cols) >= 2 and (cols[-1] == "O" or cols[-1][:2] in ("B-", "I-", "E-", "S-"))
-        for cols in lines)
+    return (bool(lines) and len({len(cols) for cols in lines}) == 1 and len(lines[0]) >= 2
+            and all(cols[-1] == "O" or (cols[-1][1:2] == "-" and cols[-1][2:] in types)
+                    for cols in lines))
 
 
 def read_embeddings(path, lowercase):

@@ -249,12 +249,12 @@ def convert_sentences(sentences, target, source="auto") -> list[Sentence]:
     return [Sentence(list(s.tokens), convert_tags(s.tags, source, target)) for s in sentences]
 
 
-def entity_spans(tokens, tags, offsets=None) -> list[dict]:
+def entity_spans(tokens, tags, text=None, offsets=None) -> list[dict]:
     """Entities of one tagged sentence (BIO, IOBES or IOB1 tags) as dicts:
-    ``type``, ``start_token``, ``end_token`` (exclusive) and ``text``; with
-    ``offsets`` (a ``(start, end)`` character pair per token, as ``tokenize``
-    gives) also ``start`` and ``end`` characters, and ``text`` keeps the
-    original spacing between the tokens."""
+    ``type``, ``start_token``, ``end_token`` (exclusive) and ``text``; given
+    the sentence's ``text`` and the ``offsets`` of its tokens in it (a
+    ``(start, end)`` character pair per token, as ``tokenize`` gives) also
+    ``start`` and ``end`` characters, and ``text`` is exactly ``text[start:end]``."""
     if len(tokens) != len(tags):
         raise ValueError(f"{len(tokens)} tokens but {len(tags)} tags")
     spans = []
@@ -263,10 +263,8 @@ def entity_spans(tokens, tags, offsets=None) -> list[dict]:
         if offsets is None:
             span["text"] = " ".join(tokens[start:end])
         else:
-            text = tokens[start]
-            for k in range(start + 1, end):
-                text += " " * (offsets[k][0] - offsets[k - 1][1]) + tokens[k]
-            span.update(text=text, start=offsets[start][0], end=offsets[end - 1][1])
+            first, last = offsets[start][0], offsets[end - 1][1]
+            span.update(text=text[first:last], start=first, end=last)
         spans.append(span)
     return spans
 

@@ -19,11 +19,12 @@ import tensorflow as tf
 
 PAD, UNK = 0, 1
 # Capitalization classes (0 is padding).
+# Patterns over any script's letters (RE2: \p{Lu} upper, \p{Ll} lower case).
 CAPS_PATTERNS = [
-    ("lower", r"[^A-Z]*[a-z][^A-Z]*"),  # has lowercase, no uppercase
-    ("upper", r"[^a-z]*[A-Z][^a-z]*"),  # has uppercase, no lowercase: "USA", "F-16"
-    ("title", r"[A-Z][^A-Z]*"),  # "London", "McDonald" is mixed
-    ("mixed", r".*[A-Za-z].*"),  # "iPhone", "McDonald"
+    ("lower", r"\P{Lu}*\p{Ll}\P{Lu}*"),  # has lowercase, no uppercase
+    ("upper", r"\P{Ll}*\p{Lu}\P{Ll}*"),  # has uppercase, no lowercase: "USA", "F-16"
+    ("title", r"\p{Lu}\P{Lu}*"),  # "London", "Émile"; "McDonald" is mixed
+    ("mixed", r".*[\p{Lu}\p{Ll}].*"),  # "iPhone", "McDonald"
 ]
 NUM_CAPS = len(CAPS_PATTERNS) + 2  # + padding + no letters at all
 
@@ -51,16 +52,25 @@ class Featurizer(tf.Module):
 
     def __call__(self, sentences):
         tokens = self.tokens(sentences)
-        keys = tf.strings.lower(tokens) if self.lowercase else tokens
+        keys = tf.strings.lower(tokens, encoding="utf-8") if self.lowercase else tokens
         words = tf.ragged.map_flat_values(self.word_table.lookup, keys)
         chars = tf.strings.unicode_split(tokens, "UTF-8")[:, :, : self.max_word_length]
         chars = tf.ragged.map_flat_values(self.char_table.lookup, chars)
         caps = tf.ragged.map_flat_values(capitalization, tokens)
         return {
-            "words": tf.cast(words.to_tensor(PAD), tf.int32),
-            "chars": tf.cast(chars.to_tensor(PAD), tf.int32),
-            "caps": caps.to_tensor(PAD),
+            "words": _dense(tf.cast(words, tf.int32)),
+            "chars": _dense(tf.cast(chars, tf.int32)),
+            "caps": _dense(caps),
         }
+
+
+def _dense(ragged):
+    """Padded, with at least one (padding) position per axis: a batch of
+    empty sentences still runs the recurrent layers, which need a step."""
+    dense = ragged.to_tensor(PAD)
+    short = tf.maximum(1 - tf.shape(dense)[1:], 0)
+    return tf.pad(dense, tf.stack([tf.concat([[0], tf.zeros_like(short)], 0),
+                                   tf.concat([[0], short], 0)], axis=1))
 
 
 def capitalization(tokens):

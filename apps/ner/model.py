@@ -43,7 +43,9 @@ class Tagger(keras.Model):
                                                      name="word_embedding")
         self.char_encoder = char_encoder
         if char_encoder != "none":
-            self.char_embedding = keras.layers.Embedding(num_chars + 2, char_dim, mask_zero=True,
+            # No Keras mask: char_features passes the LSTM its mask itself and
+            # the CNN pools over real characters (a Conv1D takes no mask).
+            self.char_embedding = keras.layers.Embedding(num_chars + 2, char_dim,
                                                          name="char_embedding")
             if char_encoder == "lstm":
                 self.char_layer = keras.layers.Bidirectional(

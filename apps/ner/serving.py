@@ -27,8 +27,10 @@ class NERServing(tf.Module):
         tags = tf.gather(self.tag_names, self.model.decode(features))
         # IOBES -> BIO: S- starts and E- continues an entity.
         tags = tf.strings.regex_replace(tf.strings.regex_replace(tags, "^S-", "B-"), "^E-", "I-")
-        valid = tf.sequence_mask(lengths, tf.shape(tags)[1])
-        return {"tags": tf.where(valid, tags, ""), "lengths": lengths}
+        # The features hold at least one position even if every sentence is empty.
+        max_tokens = tf.reduce_max(tf.concat([lengths, [0]], axis=0))
+        valid = tf.sequence_mask(lengths, max_tokens)
+        return {"tags": tf.where(valid, tags[:, :max_tokens], ""), "lengths": lengths}
 
     def tag(self, sentences, batch_size=64):
         """BIO tags for each sentence (a list of tokens)."""

@@ -167,6 +167,15 @@ def test_tokenize(text, tokens):
     assert [s for _, s, _ in spans] == sorted(s for _, s, _ in spans)
 
 
+def test_read_lines_of_plain_text(tmp_path):
+    path = tmp_path / "in.txt"
+    path.write_bytes("\ufeffOne\u2028two\r\n\nthree\n".encode("utf-8"))
+    assert data.read_lines(path) == ["One\u2028two", "", "three"]
+    path.write_bytes("caf\xe9\n".encode("latin-1"))
+    with pytest.raises(UserError, match=r"in.txt: not UTF-8 text \(invalid continuation byte"):
+        data.read_lines(path)
+
+
 def test_entity_spans():
     tokens = ["John", "Smith", "visited", "New", "York", "."]
     tags = ["B-PER", "I-PER", "O", "B-LOC", "I-LOC", "O"]

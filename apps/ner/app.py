@@ -170,17 +170,18 @@ class NERApp(App):
         if not path.is_file():
             raise UserError(f"input file not found: {path}")
         serving = self.serving(model, assets)
-        if _looks_like_conll(path, assets["tags"]):
+        lines = conll.read_lines(path)
+        if _looks_like_conll(lines[:50], assets["tags"]):
             sentences = conll.read_conll(path, tag_column=config["data"]["tag_column"])
             tagged = serving.tag([s.tokens for s in sentences])
             conll.write_conll(output_path, sentences, tagged)
             return
+        spans = [conll.tokenize(line) for line in lines]
+        tagged = serving.tag([[token for token, _, _ in line_spans] for line_spans in spans])
         items = []
-        for line in path.read_text(encoding="utf-8").splitlines():
-            spans = conll.tokenize(line)
-            tokens = [t for t, _, _ in spans]
-            tags = serving.tag([tokens])[0] if tokens else []
-            offsets = [(start, end) for _, start, end in spans]
+        for line, line_spans, tags in zip(lines, spans, tagged):
+            tokens = [token for token, _, _ in line_spans]
+            offsets = [(start, end) for _, start, end in line_spans]
             items.append({"text": line, "tokens": tokens, "tags": tags,
                           "entities": conll.entity_spans(tokens, tags, line, offsets)})
         conll.write_jsonl(output_path, items)
@@ -197,13 +198,12 @@ class NERApp(App):
         return {"sentences": ["John Smith visited Paris on Monday .", "EU rejects German call"]}
 
 
-def _looks_like_conll(path, model_tags):
-    """CoNLL: the non-blank lines among the first ones all have the same
-    number (2+) of columns, the last a tag of an entity type the model knows
-    ("Traffic stopped on I-95" is a sentence)."""
+def _looks_like_conll(lines, model_tags):
+    """CoNLL: the non-blank ``lines`` all have the same number (2+) of
+    columns, the last a tag of an entity type the model knows ("Traffic
+    stopped on I-95" is a sentence)."""
     types = {tag[2:] for tag in model_tags if tag != "O"}
-    with open(path, encoding="utf-8") as f:
-        lines = [line.split() for line, _ in zip(f, range(50)) if line.strip()]
+    lines = [line.split() for line in lines if line.strip()]
     return (bool(lines) and len({len(cols) for cols in lines}) == 1 and len(lines[0]) >= 2
             and all(cols[-1] == "O" or (cols[-1][1:2] == "-" and cols[-1][2:] in types)
                     for cols in lines))

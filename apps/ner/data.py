@@ -84,6 +84,17 @@ def read_conll(path, tag_column: int = -1) -> list[Sentence]:
     return sentences
 
 
+def read_lines(path) -> list[str]:
+    """The lines of a UTF-8 text file (a BOM tolerated; only newlines break
+    lines, so Unicode line separators stay inside a sentence)."""
+    try:
+        text = Path(path).read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as error:
+        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    lines = [line.removesuffix("\r") for line in text.split("\n")]
+    return lines[:-1] if lines[-1] == "" else lines
+
+
 def _output(path):
     """An open text file for ``path``, or stdout for ``None`` / ``"-"``."""
     if path is None or str(path) == "-":

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.ner.app import NERApp, read_embeddings
+from apps.ner.app import NERApp, _looks_like_conll, read_embeddings
 from apps.ner.features import Featurizer
 from lstm_core.cli import main
 from lstm_core.crf import viterbi_decode
@@ -142,6 +142,15 @@ def test_plain_text_prediction_gives_entity_offsets(trained):
     text.write_text("Traffic stopped on I-95\n")  # not a CoNLL line: no such entity type
     assert main(["predict", str(run), str(text), "--output", str(out), "--force"]) == 0
     assert json.loads(out.read_text())["tokens"] == ["Traffic", "stopped", "on", "I-95"]
+
+
+def test_conll_input_is_told_from_plain_text():
+    tags = ["O", "B-PER", "I-PER", "B-LOC"]
+    assert _looks_like_conll(["-DOCSTART-", "", "Anna B-PER", "Berg I-PER", "", "Oslo B-LOC"], tags)
+    assert _looks_like_conll(["-DOCSTART- -X- -X- O", "", "Anna NNP B-NP B-PER"], tags)
+    assert not _looks_like_conll(["Traffic stopped on I-95"], tags)  # no type "95"
+    assert not _looks_like_conll(["Anna visited Oslo O", "Oslo B-LOC"], tags)  # ragged
+    assert not _looks_like_conll(["", "-DOCSTART-"], tags)
 
 
 def test_finetune_starts_from_the_trained_weights(trained):

@@ -199,11 +199,11 @@ class NERApp(App):
 
 
 def _looks_like_conll(lines, model_tags):
-    """CoNLL: the non-blank ``lines`` all have the same number (2+) of
-    columns, the last a tag of an entity type the model knows ("Traffic
-    stopped on I-95" is a sentence)."""
+    """CoNLL: the token lines (not blank, not ``-DOCSTART-``) all have the
+    same number (2+) of columns, the last a tag of an entity type the model
+    knows ("Traffic stopped on I-95" is a sentence)."""
     types = {tag[2:] for tag in model_tags if tag != "O"}
-    lines = [line.split() for line in lines if line.strip()]
+    lines = [cols for cols in map(str.split, lines) if cols and cols[0] != "-DOCSTART-"]
     return (bool(lines) and len({len(cols) for cols in lines}) == 1 and len(lines[0]) >= 2
             and all(cols[-1] == "O" or (cols[-1][1:2] == "-" and cols[-1][2:] in types)
                     for cols in lines))

@@ -50,6 +50,11 @@ class App:
         or ``train_step``; the trainer compiles it with ``loss=None`` then."""
         raise NotImplementedError
 
+    def initialize(self, model, config: dict, assets: dict) -> None:
+        """Set weights of a model about to train from scratch (pretrained
+        vectors, say). Not called when the weights come from a checkpoint or
+        another run, so using a run never needs the files this reads."""
+
     def loss(self, config: dict):
         """A Keras loss for ``model.compile``, or None when the model
         computes its own."""

@@ -33,7 +33,9 @@ def recipe_schema(app):
 
 def load_config(recipe_path, overrides=(), data_dir=None):
     """Recipe file -> ``(app, config, data_root, recipe)``: the config
-    validated, defaults filled and data paths made absolute."""
+    validated and defaults filled; its data paths stay as written (relative
+    to the data root, so the run directory records no machine paths) but
+    are checked to exist under the root."""
     from lstm_core.apps import available_apps, get_app
     from lstm_core.recipes import RecipeError, data_root, load_recipe, resolve_data_files, validate
 
@@ -50,7 +52,8 @@ def load_config(recipe_path, overrides=(), data_dir=None):
     schema = recipe_schema(app)
     config = validate(recipe, schema)
     root = data_root(data_dir)
-    return app, resolve_data_files(config, schema, recipe, root), root[0], recipe
+    resolve_data_files(config, schema, recipe, root)  # names missing files before anything heavy
+    return app, config, root[0], recipe
 
 
 # -- commands --------------------------------------------------------------------
@@ -78,7 +81,7 @@ def command_evaluate(args):
 
     if args.data and not Path(args.data).is_file():
         raise UserError(f"--data {args.data}: file not found")
-    app, config, assets, model = load_run(args.run_dir)
+    app, config, assets, model = load_run(args.run_dir, args.data_dir)
     scores = dict(app.evaluate(model, config, data_root(args.data_dir)[0], assets, args.data))
     report = scores.pop("report", None)
     if report:
@@ -240,6 +243,10 @@ def main(argv=None) -> int:
         return 2
     try:
         args.run(args)
+        sys.stdout.flush()  # here, so a closed pipe is caught below
+    except BrokenPipeError:  # `lstm-suite recipes | head`: the reader had enough
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no error at exit flush
+        return 1
     except (UserError, OSError) as error:  # OSError: a file the user named, unreadable or unwritable
         if getattr(args, "debug", False):  # absent unless given (before or after the command)
             traceback.print_exc()

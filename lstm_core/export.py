@@ -128,7 +128,10 @@ def export_run(run_dirs, out_dir, *, check=None):
         raise UserError(f"app {app.name!r}: its serving module has no tf.function serving_default")
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out_dir) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default})
+        try:
+            tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serving_default})
+        except tf.errors.OpError as error:  # a full disk, say: TensorFlow's own I/O errors
+            raise UserError(f"cannot write the SavedModel to {out_dir}: {error.message}") from None
         if check:
             example = app.serving_example(assets)
             if not _same(jsonable(module.serving_default(**example)), check_in_fresh_process(tmp, example)):

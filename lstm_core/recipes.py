@@ -199,11 +199,18 @@ def _load_chain(path: Path, shown: str, referrer: str | None, chain: tuple):
 
 
 def _merge(base, over):
-    """Deep merge: mappings key by key, anything else replaces."""
+    """Deep merge: mappings key by key, anything else replaces, and null
+    removes an inherited key, so its default applies again. That is how an
+    extending recipe drops an option of a free-form mapping it inherits
+    (``cell_options: {cell_clip: null}`` before switching the cell to one
+    that has no clip)."""
     if isinstance(base, dict) and isinstance(over, dict):
         merged = dict(base)
         for key, value in over.items():
-            merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
+            if value is None and key in base:
+                del merged[key]
+            else:
+                merged[key] = _merge(base[key], value) if key in base else copy.deepcopy(value)
         return merged
     return copy.deepcopy(over)
 
@@ -384,11 +391,15 @@ def data_root(cli_value: str | None) -> tuple[Path, str]:
     return DEFAULT_DATA_ROOT, "default ./data"
 
 
-def resolve_data_files(config: dict, schema: dict, recipe: Recipe, data_root) -> dict:
+def resolve_data_files(config: dict, schema: dict, recipe: Recipe | None, data_root,
+                       strict: bool = True) -> dict:
     """A copy of ``config`` in which every ``data_file`` value is an absolute
-    path string (or None). ``data_root`` is a path or the ``(root, how)``
-    pair from :func:`data_root`. ``pkg:package/inner/path`` names a file
-    shipped inside an installed package."""
+    path string (or None: an optional file that is absent). ``data_root`` is
+    a path or the ``(root, how)`` pair from :func:`data_root`.
+    ``pkg:package/inner/path`` names a file shipped inside an installed
+    package. A missing required file is an error naming the file, the key,
+    its recipe line and the root, unless not ``strict`` (a finished run
+    loaded for use: its path stays, and whatever reads it names it)."""
     root, how = data_root if isinstance(data_root, tuple) else (data_root, None)
     root = Path(os.path.abspath(Path(root).expanduser()))
     out = copy.deepcopy(config)
@@ -397,7 +408,7 @@ def resolve_data_files(config: dict, schema: dict, recipe: Recipe, data_root) ->
         value = get_dotted(out, path, None)
         if value is None:
             continue
-        at = f"{path} at {recipe.locate(path)}"
+        at = f"{path} at {recipe.locate(path)}" if recipe else path
         if value.startswith("pkg:"):
             file, context = _package_file(value, at), f"in package {value[4:].partition('/')[0]}"
         elif Path(value).expanduser().is_absolute():
@@ -411,7 +422,7 @@ def resolve_data_files(config: dict, schema: dict, recipe: Recipe, data_root) ->
         if not os.path.exists(file):
             if spec.optional_file:
                 file = None
-            else:
+            elif strict:
                 problems.append(f"data file not found: {file} ({at}" + (f"; {context})" if context else ")"))
         set_dotted(out, path, file)
     if problems:

@@ -3,9 +3,11 @@ run directory something a person can trust, stop and resume.
 
 A run directory holds::
 
-    recipe.yaml        the fully resolved config (a resume must match it)
+    recipe.yaml        the config, every default filled in (a resume must match
+                       it); data paths as written, relative to the data root
     assets.json        the app's vocabularies etc., built once
     checkpoints/       ckpt-EEEE-SSSSSSS/{state.weights.h5,state.json}, the last 2
+                       (and best.keras, report.txt when the epoch was the best)
     best.keras         the best model on dev by the app's metric
     report.txt         the app's printable dev report of that model
     metrics.jsonl      one JSON line per epoch
@@ -33,6 +35,8 @@ import tensorflow as tf
 from lstm_core.apps import get_app
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field, RecipeError, diff_configs, dump_config, read_config
+from lstm_core.recipes import data_root as choose_data_root
+from lstm_core.recipes import resolve_data_files
 
 OPTIONAL_FLOAT = (float, type(None))
 OPTIONAL_INT = (int, type(None))
@@ -41,7 +45,8 @@ KEEP_CHECKPOINTS = 2
 TRAIN_SCHEMA = {
     "epochs": Field(int, 10, min=1, doc="passes over the training data"),
     "batch_size": Field(int, 32, min=1, doc="examples per batch (global, across replicas)"),
-    "seed": Field(int, 1, doc="seeds Python, NumPy and TensorFlow, and the data shuffling"),
+    "seed": Field(int, 1, min=0, max=2**32 - 1,
+                  doc="seeds Python, NumPy and TensorFlow, and the data shuffling"),
     "optimizer": {
         "name": Field(str, "adam", choices=["adam", "adamw", "sgd"], doc="the Keras optimizer"),
         "learning_rate": Field(float, 0.001, min=0, doc="peak learning rate (schedules start here)"),
@@ -72,7 +77,7 @@ TRAIN_SCHEMA = {
     "reduce_on_plateau": {
         "enabled": Field(bool, False, doc="divide the rate when the dev metric stops improving "
                                           "(needs schedule constant without warmup)"),
-        "factor": Field(float, 0.5, min=0, max=1, doc="multiplier applied on a plateau"),
+        "factor": Field(float, 0.5, min=0, max=0.99, doc="multiplier applied on a plateau"),
         "patience": Field(int, 2, min=0, doc="epochs without improvement before reducing"),
         "min_lr": Field(float, 0.0, min=0, doc="the rate never goes below this"),
     },
@@ -194,14 +199,17 @@ def make_schedule(train):
     elif s["name"] == "cosine":
         rate = schedules.CosineDecay(lr, s["decay_steps"], alpha=s["alpha"])
     elif s["name"] == "step" and s["boundaries"]:
+        if any(b >= a for b, a in zip(s["boundaries"], s["boundaries"][1:])):
+            raise RecipeError(f"train.schedule.boundaries: must increase, got {s['boundaries']}")
         values = s["values"] or [lr * s["factor"] ** i for i in range(len(s["boundaries"]) + 1)]
         if len(values) != len(s["boundaries"]) + 1:
             raise RecipeError(f"train.schedule.values: need {len(s['boundaries']) + 1} rates for "
                               f"{len(s['boundaries'])} boundaries, got {len(values)}")
         rate = schedules.PiecewiseConstantDecay(s["boundaries"], values)
     elif s["name"] == "step":
-        if not s["step_size"]:
-            raise RecipeError("train.schedule: the step schedule needs boundaries or step_size")
+        if not s["step_size"] or s["values"]:
+            raise RecipeError("train.schedule: the step schedule needs boundaries (with optional "
+                              "values) or step_size (with factor)")
         rate = schedules.ExponentialDecay(lr, s["step_size"], s["factor"], staircase=True)
     else:
         rate = lr
@@ -346,7 +354,10 @@ class Recorder(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch, logs=None):
         step = self.dev.step_offset + batch + 1
-        if self.every_steps and step % self.every_steps == 0:
+        # None at an epoch's last step: the epoch-end checkpoint follows, and
+        # a resume from a mid-epoch one there would start an empty epoch.
+        last = batch + 1 == self.params.get("steps")
+        if self.every_steps and step % self.every_steps == 0 and not last:
             self.save_checkpoint(self.epoch, step)
 
     def on_epoch_end(self, epoch, logs=None):
@@ -358,24 +369,25 @@ class Recorder(keras.callbacks.Callback):
         self.records.append(record)
         value = logs.get(self.monitor)
         best = self.state["best"]
-        if value is not None and (best is None or (value > best if self.mode == "max" else value < best)):
+        improved = value is not None and (best is None or (value > best if self.mode == "max"
+                                                            else value < best))
+        if improved:
             self.state.update(best=float(value), best_epoch=epoch + 1)
-            with atomic_path(self.run_dir / "best.keras") as tmp, averaged_weights(self.model):
-                self.model.save(tmp)
-            if self.dev.report:
-                _write_text(self.run_dir / "report.txt", self.dev.report.rstrip() + "\n")
         with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(record) + "\n")
         plot_curves(self.records, self.run_dir / "plots", self.monitor)
         self.state["callbacks"] = {
             name: {key: getattr(cb, key) for key in ("wait", "best", "best_epoch", "cooldown_counter")
                    if hasattr(cb, key)} for name, cb in self.stateful.items()}
-        self.save_checkpoint(epoch + 1, 0)
+        self.save_checkpoint(epoch + 1, 0, best=improved)
 
-    def save_checkpoint(self, epoch, step):
+    def save_checkpoint(self, epoch, step, best=False):
         """``epoch`` whole epochs plus ``step`` steps are done. Written into a
         temporary directory renamed into place; only the last
-        :data:`KEEP_CHECKPOINTS` are kept."""
+        :data:`KEEP_CHECKPOINTS` are kept. The ``best`` model and its report
+        go into the checkpoint too, then are published: the checkpoint that
+        records a new best always holds it, so a resume can publish it again
+        (:func:`publish_best`)."""
         folder = self.run_dir / "checkpoints"
         folder.mkdir(exist_ok=True)
         self.state.update(epoch=epoch, step=step, global_step=_scalar(self.model.optimizer.iterations))
@@ -383,8 +395,23 @@ class Recorder(keras.callbacks.Callback):
             tmp.mkdir()
             self.model.save_weights(tmp / "state.weights.h5")
             (tmp / "state.json").write_text(json.dumps(self.state, indent=1))
+            if best:
+                with averaged_weights(self.model):
+                    self.model.save(tmp / "best.keras")
+                if self.dev.report:
+                    (tmp / "report.txt").write_text(self.dev.report.rstrip() + "\n", encoding="utf-8")
+        publish_best(folder / f"ckpt-{epoch:04d}-{step:07d}", self.run_dir)
         for old in _checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
             _remove(old)
+
+
+def publish_best(checkpoint, run_dir):
+    """Copy the best model (and report) a checkpoint holds into the run
+    directory, each file atomically."""
+    for name in ("best.keras", "report.txt"):
+        if (checkpoint / name).is_file():
+            with atomic_path(run_dir / name) as tmp:
+                shutil.copyfile(checkpoint / name, tmp)
 
 
 def plot_curves(records, folder, monitor):
@@ -437,15 +464,15 @@ def _resume_state(run_dir, quiet):
     """The last checkpoint's state and the metrics records up to it (lines
     written after it, by an epoch that is redone now, are dropped)."""
     checkpoints = _checkpoints(run_dir)
-    if not checkpoints:
-        return None, {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "callbacks": {}}, []
-    last = checkpoints[-1]
-    state = _read_json(last / "state.json")
+    last = checkpoints[-1] if checkpoints else None
+    state = (_read_json(last / "state.json") if last else
+             {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "callbacks": {}})
     path = run_dir / "metrics.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
     records = [r for r in map(json.loads, filter(None, lines)) if r["epoch"] <= state["epoch"]]
-    _write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-    if not quiet:
+    if lines:
+        _write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+    if last and not quiet:
         print(f"resuming {run_dir} from {last.name}: {state['epoch']} epochs and {state['step']} "
               f"steps done")
     return last, state, records
@@ -467,8 +494,9 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     make_schedule(t)  # its checks span several keys: fail before anything heavy
     recorded = run_dir / "recipe.yaml"
     fresh = not recorded.is_file()
+    written, config = config, _with_data_files(app, config, data_root)
     if not fresh:
-        differences = diff_configs(read_config(recorded), config)
+        differences = diff_configs(read_config(recorded), written)
         if differences:
             raise UserError(f"{run_dir} holds a run of a different recipe; changed: "
                             f"{'; '.join(differences)} (use another --run-dir to start a new run)")
@@ -504,18 +532,22 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
             model = app.build_model(config, assets)
         except (TypeError, ValueError) as error:  # e.g. a misspelt model.encoder.cell_options key
             raise RecipeError(f"model: the recipe's model cannot be built: {error}") from error
-        if init_from and checkpoint is None:
-            _load_weights(model, _init_source(init_from)[0])
+        if checkpoint is None:  # else the checkpoint's weights are loaded below
+            if init_from:
+                _load_weights(model, _init_source(init_from)[0])
+            else:
+                app.initialize(model, config, assets)
         model.compile(optimizer=make_optimizer(t), loss=app.loss(config), jit_compile=t["jit_compile"])
         # Only a recipe that built claims the run directory: a mistake found
         # above leaves nothing that a corrected rerun would be refused over.
         if not have_assets:
             _write_json(assets_path, assets)
         if fresh:
-            dump_config(config, run_dir / "recipe.yaml")
+            dump_config(written, run_dir / "recipe.yaml")
         if checkpoint is not None:
             model.optimizer.build(model.trainable_variables)
             _load_weights(model, checkpoint / "state.weights.h5")
+            publish_best(checkpoint, run_dir)  # in case the run was killed before it did
 
         dev = DevMonitor(app, config, data_root, assets, run_dir)
         stateful = {}
@@ -578,14 +610,22 @@ def score_test_sets(app, model, config, data_root, assets, run_dir):
     return scores
 
 
-def load_run(run_dir):
+def _with_data_files(app, config, data_root):
+    """``config`` with its data paths resolved against ``data_root``."""
+    return resolve_data_files(config, {"data": app.data_schema}, None, data_root, strict=False)
+
+
+def load_run(run_dir, data_dir=None):
     """``(app, config, assets, model)`` of a run, the model built by the app
-    and given the weights of best.keras (else of the last checkpoint)."""
+    and given the weights of best.keras (else of the last checkpoint); the
+    recorded data paths resolved against the data root of ``data_dir``
+    (else ``$LSTM_SUITE_DATA``, else ./data), wherever the data is now."""
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
     config = read_config(run_dir / "recipe.yaml")
     app = get_app(config["app"])
+    config = _with_data_files(app, config, choose_data_root(data_dir))
     assets = _read_json(run_dir / "assets.json")
     model = app.build_model(config, assets)
     _load_weights(model, _model_file(run_dir))

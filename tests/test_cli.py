@@ -47,6 +47,15 @@ def test_version_in_a_fresh_process():
     assert result.stdout.strip() == f"lstm-suite {lstm_core.__version__}"
 
 
+def test_a_reader_that_closes_the_pipe_ends_the_listing_quietly():
+    child = subprocess.Popen([sys.executable, "-m", "lstm_core.cli", "recipes"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    child.stdout.close()  # as `lstm-suite recipes | head -0` would
+    assert child.wait(timeout=120) == 1
+    stderr = child.stderr.read()
+    assert b"Broken pipe" not in stderr and b"BrokenPipe" not in stderr
+
+
 @pytest.mark.parametrize("command", COMMANDS)
 def test_every_command_has_help(capsys, toy_app, command):
     code, out, _ = run(capsys, command, "--help")

@@ -14,7 +14,9 @@ from apps.ner.app import NERApp, _looks_like_conll, read_embeddings
 from apps.ner.features import Featurizer
 from lstm_core.cli import main
 from lstm_core.crf import viterbi_decode
+from lstm_core.errors import UserError
 from lstm_core.export import check_in_fresh_process
+from lstm_core.recipes import read_config
 from lstm_core.trainer import load_run
 
 NAMES = ["Anna Berg", "Omar Haddad", "Li Wei"]
@@ -63,6 +65,33 @@ def test_training_scores_dev_and_the_missing_test_file_is_skipped(trained):
     result = json.loads((run / "result.json").read_text())
     assert result["best"]["dev_f1"] > 50
     assert "PER" in (run / "report.txt").read_text()
+
+
+def test_a_run_finds_its_data_under_a_new_data_root(trained, tmp_path, capsys):
+    root, run = trained
+    assert read_config(run / "recipe.yaml")["data"]["dev_file"] == "dev.txt"  # no machine path
+    assert main(["evaluate", str(run), "--data-dir", str(root)]) == 0
+    scores = capsys.readouterr().out
+    moved = tmp_path / "moved"
+    moved.mkdir()
+    (moved / "dev.txt").write_text((root / "dev.txt").read_text())
+    assert main(["evaluate", str(run), "--data-dir", str(moved)]) == 0
+    assert capsys.readouterr().out == scores
+    assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "nowhere")]) == 2
+    assert str(tmp_path / "nowhere" / "dev.txt") in capsys.readouterr().err
+
+
+def test_data_without_sentences_is_an_error_not_a_score(trained, tmp_path, capsys):
+    root, run = trained
+    empty = tmp_path / "empty.txt"
+    empty.write_text("-DOCSTART- O\n\n")
+    assert main(["evaluate", str(run), "--data", str(empty)]) == 2
+    assert f"{empty}: no sentences" in capsys.readouterr().err
+    (tmp_path / "dev.txt").write_text((root / "dev.txt").read_text())
+    (tmp_path / "train.txt").write_text("")
+    assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(tmp_path),
+                 "--run-dir", str(tmp_path / "run"), "--quiet"]) == 2
+    assert f"{tmp_path / 'train.txt'}: no sentences" in capsys.readouterr().err
 
 
 def test_export_serves_in_a_fresh_process_and_tags_like_predict(trained, capsys):
@@ -125,6 +154,11 @@ def test_runs_of_other_seeds_export_as_one_averaging_ensemble(trained):
                  "--set", "train.epochs=1"]) == 0
     assert main(["export", str(run), str(root / "lower"), str(root / "mixed")]) == 2
     assert not (root / "mixed").exists()
+    # nor a softmax tagger with CRF taggers
+    app, config, assets, crf_tagger = runs[0]
+    softmax = app.build_model({**config, "model": {**config["model"], "output": "softmax"}}, assets)
+    with pytest.raises(UserError, match="all have model.output crf, or all softmax"):
+        app.ensemble([crf_tagger, softmax])
 
 
 def test_plain_text_prediction_gives_entity_offsets(trained):
@@ -156,10 +190,39 @@ def test_conll_input_is_told_from_plain_text():
 def test_finetune_starts_from_the_trained_weights(trained):
     root, run = trained
     recipe = root / "recipe.yaml"
+    # The recipe may name another scheme: the data is converted to the model's.
     assert main(["finetune", str(recipe), "--from", str(run), "--data-dir", str(root),
-                 "--run-dir", str(root / "tuned"), "--set", "train.epochs=1", "--quiet"]) == 0
-    assert json.loads((root / "tuned" / "assets.json").read_text()) == \
-        json.loads((run / "assets.json").read_text())
+                 "--run-dir", str(root / "tuned"), "--set", "train.epochs=1",
+                 "--set", "data.scheme=bio", "--quiet"]) == 0
+    assets = json.loads((run / "assets.json").read_text())
+    assert json.loads((root / "tuned" / "assets.json").read_text()) == assets
+    # Every tag of each seen type, though places are only ever single tokens.
+    assert assets["tags"] == ["O", "B-LOC", "B-PER", "E-LOC", "E-PER", "I-LOC", "I-PER",
+                              "S-LOC", "S-PER"]
+
+
+def test_finetune_data_with_an_entity_type_the_model_lacks_is_refused(trained, tmp_path, capsys):
+    root, run = trained
+    (tmp_path / "train.txt").write_text("Acme B-ORG\nhired O\nAnna B-PER\n")
+    (tmp_path / "dev.txt").write_text((root / "dev.txt").read_text())
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run),
+                 "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "tuned"), "--quiet"]) == 2
+    error = capsys.readouterr().err
+    assert "train data: the model has no tag S-ORG; it knows the entity types LOC, PER" in error
+    assert not (tmp_path / "tuned" / "assets.json").exists()
+
+
+def test_vector_files_glove_and_word2vec(tmp_path):
+    glove = tmp_path / "glove.txt"
+    glove.write_text("the 1 2\n. . . 3 4\nParis 5 6\n")  # a word with spaces, as in GloVe 840B
+    assert {w: v.tolist() for w, v in read_embeddings(glove, True).items()} == \
+        {"the": [1, 2], "paris": [5, 6]}
+    glove.write_text("the 1 2\nParis 5\n")
+    with pytest.raises(UserError, match=r"glove.txt:2: 1 values where the vectors have 2"):
+        read_embeddings(glove, False)
+    word2vec = tmp_path / "w2v.txt"
+    word2vec.write_text("2 1\nthe 1\n. . 2\n")
+    assert {w: v.tolist() for w, v in read_embeddings(word2vec, False).items()} == {"the": [1]}
 
 
 def test_pretrained_vectors_initialize_known_words(tmp_path):
@@ -175,6 +238,9 @@ def test_pretrained_vectors_initialize_known_words(tmp_path):
               "data": {"embeddings": str(vectors)}}
     assets["words"] += [w for w in read_embeddings(vectors, False) if w not in assets["words"]]
     model = app.build_model(config, assets)
+    app.initialize(model, config, assets)
     table = keras.ops.convert_to_numpy(model.word_embedding.embeddings)
     np.testing.assert_array_equal(table[2], [1, 2, 3])  # "Paris"
     np.testing.assert_array_equal(table[3], [4, 5, 6])  # "zebra", from the vectors only
+    vectors.unlink()  # using a trained run does not need the vectors again
+    app.build_model(config, assets)

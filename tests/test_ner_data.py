@@ -207,7 +207,10 @@ def test_build_vocab():
                  Sentence(["a", "The"], ["S-PER", "O"])]
     vocab = data.build_vocab(sentences)
     assert vocab["words"] == ["the", "Cat", "The", "a", "cat"]
-    assert vocab["tags"] == ["O", "B-MISC", "S-PER"]
+    assert vocab["tags"] == ["O", "B-MISC", "B-PER", "E-MISC", "E-PER", "I-MISC", "I-PER",
+                             "S-MISC", "S-PER"]
+    assert data.build_vocab(sentences, scheme="bio")["tags"] == \
+        ["O", "B-MISC", "B-PER", "I-MISC", "I-PER"]
     assert vocab["chars"][:4] == ["t", "a", "e", "h"]  # t x4; a, e, h x3: alphabetical
     assert set(vocab["chars"]) == set("theCcaT")
     assert data.build_vocab(sentences, min_count=2)["words"] == ["the"]

@@ -129,6 +129,21 @@ def test_extends_chain_deep_merges_and_is_relative_to_each_file(tmp_path):
     assert r.locate("nowhere.at.all") == str(child)
 
 
+def test_null_drops_an_inherited_key(tmp_path):
+    write(tmp_path / "base.yaml", """
+        model: {encoder: {cell: peephole_lstm, cell_options: {cell_clip: 5.0, num_proj: 8}}}
+        data: {test_file: t.txt}
+    """)
+    child = write(tmp_path / "child.yaml", """
+        extends: base.yaml
+        model: {encoder: {cell: lstm, cell_options: {cell_clip: null}}}
+        data: {test_file: null, dev_file: null}
+    """)
+    r = load_recipe(child, ["model.encoder.cell_options.num_proj=null"])
+    assert r.raw["model"]["encoder"] == {"cell": "lstm", "cell_options": {}}
+    assert r.raw["data"] == {"dev_file": None}  # nothing inherited to drop: null stays
+
+
 def test_extends_cycle_names_the_files(tmp_path):
     write(tmp_path / "a.yaml", "extends: b.yaml\napp: ner\n")
     write(tmp_path / "b.yaml", "extends: a.yaml\n")

@@ -3,6 +3,7 @@ NaN handling, early stopping, optimizers and schedules, precision and XLA."""
 
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -105,8 +106,8 @@ def test_an_interrupted_epoch_resumes_at_its_last_step(tmp_path, toy_app, monkey
     run = tmp_path / "run"
     save = trainer.Recorder.save_checkpoint
 
-    def save_then_interrupt(self, epoch, step):
-        save(self, epoch, step)
+    def save_then_interrupt(self, epoch, step, best=False):
+        save(self, epoch, step, best)
         if (epoch, step) == (1, 2):
             raise KeyboardInterrupt
 
@@ -116,10 +117,54 @@ def test_an_interrupted_epoch_resumes_at_its_last_step(tmp_path, toy_app, monkey
     assert checkpoint_names(run)[-1] == "ckpt-0001-0000002"
     monkeypatch.setattr(trainer.Recorder, "save_checkpoint", save)
 
+    saved = []
+    monkeypatch.setattr(trainer.Recorder, "save_checkpoint",
+                        lambda self, epoch, step, best=False:
+                        saved.append((epoch, step)) or save(self, epoch, step, best))
     result = trainer.train(app, config, run, root, quiet=True)
     assert [r["epoch"] for r in records(run)] == [1, 2, 3]
     # every step done exactly once: none lost, none repeated
-    assert result["last"]["step"] == 3 * steps_per_epoch(app, config, root)
+    steps = steps_per_epoch(app, config, root)
+    assert result["last"]["step"] == 3 * steps
+    # An epoch's last step gets the epoch-end checkpoint only: one taken
+    # mid-epoch there would resume into an empty epoch.
+    assert saved == [(1, step) for step in range(4, steps, 2)] + [(2, 0)] + \
+        [(2, step) for step in range(2, steps, 2)] + [(3, 0)]
+
+
+def test_an_epoch_killed_before_its_first_checkpoint_is_not_recorded_twice(tmp_path, toy_app,
+                                                                            monkeypatch):
+    app, config, root = toy_config(tmp_path, "train.epochs=2")
+    run = tmp_path / "run"
+
+    def interrupt(self, epoch, step, best=False):  # killed after metrics.jsonl got epoch 1's line
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer.Recorder, "save_checkpoint", interrupt)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(app, config, run, root, quiet=True)
+    assert [r["epoch"] for r in records(run)] == [1] and not checkpoint_names(run)
+    trainer.train(app, config, run, root, quiet=True)
+    assert [r["epoch"] for r in records(run)] == [1, 2]
+
+
+def test_a_best_model_checkpointed_but_not_yet_published_is_published_on_resume(tmp_path, toy_app,
+                                                                                 monkeypatch):
+    app, config, root = toy_config(tmp_path, "train.epochs=1")
+    run = tmp_path / "run"
+    def killed(checkpoint, run_dir):
+        raise KeyboardInterrupt
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "publish_best", killed)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(app, config, run, root, quiet=True)
+    checkpoint = run / "checkpoints" / "ckpt-0001-0000000"
+    assert (checkpoint / "best.keras").is_file() and not (run / "best.keras").exists()
+    trainer.train(app, config, run, root, quiet=True)  # nothing left to train: publishes, scores
+    assert (run / "best.keras").read_bytes() == (checkpoint / "best.keras").read_bytes()
+    assert (run / "report.txt").read_text().startswith((checkpoint / "report.txt").read_text())
 
 
 def test_a_nan_loss_stops_the_run_and_keeps_the_last_good_checkpoint(tmp_path, toy_app):
@@ -193,13 +238,18 @@ def test_schedules(tmp_path, toy_app, overrides, expected):
 
 
 @pytest.mark.parametrize("overrides, message", [
-    (["train.schedule.name=step"], "boundaries or step_size"),
+    (["train.schedule.name=step"], "needs boundaries (with optional values) or step_size"),
     (["train.schedule.name=step", "train.schedule.boundaries=[5]", "train.schedule.values=[1.0]"],
      "need 2 rates"),
+    (["train.schedule.name=step", "train.schedule.boundaries=[5,5]"], "must increase, got [5, 5]"),
+    (["train.schedule.name=step", "train.schedule.step_size=5", "train.schedule.values=[1.0]"],
+     "boundaries (with optional values)"),
+    (["train.reduce_on_plateau.factor=1.0"], "reduce_on_plateau.factor"),
+    (["train.seed=-1"], "train.seed"),
     (["train.schedule.warmup_steps=3", "train.reduce_on_plateau.enabled=true"], "reduce_on_plateau"),
 ])
 def test_schedule_mistakes_are_recipe_errors(tmp_path, toy_app, overrides, message):
-    with pytest.raises(RecipeError, match=message):
+    with pytest.raises(RecipeError, match=re.escape(message)):
         trainer.make_schedule(train_config(tmp_path, *overrides))
 
 

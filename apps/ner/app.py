@@ -83,12 +83,16 @@ class NERApp(App):
             if path is None:
                 raise UserError(f"data.{split}_file is not set (nor data.tfds)")
             sentences = conll.read_conll(path, tag_column=data["tag_column"])
+        if not sentences:  # nothing to learn from, or a score of 0 that means nothing
+            source = path or f"tensorflow-datasets {data['tfds']} {split}"
+            raise UserError(f"{source}: no sentences (the file is empty or has only -DOCSTART- lines)")
         return conll.convert_sentences(sentences, data["scheme"])
 
     def build_assets(self, config, data_root):
         data = config["data"]
         train = self.sentences(config, "train")
-        vocab = conll.build_vocab(train, min_count=data["min_count"], lowercase=data["lowercase"])
+        vocab = conll.build_vocab(train, min_count=data["min_count"], lowercase=data["lowercase"],
+                                  scheme=data["scheme"])
         words = vocab["words"]
         if data["embeddings"]:
             known = set(words)
@@ -98,16 +102,17 @@ class NERApp(App):
                 "max_word_length": data["max_word_length"]}
 
     def build_data(self, config, data_root, assets):
-        train = self.dataset(self.sentences(config, "train"), assets, config, shuffle=True)
-        dev = self.dataset(self.sentences(config, "dev"), assets, config, shuffle=False)
+        train = self.dataset("train", config, assets, shuffle=True)
+        dev = self.dataset("dev", config, assets, shuffle=False)
         return train, dev
 
-    def dataset(self, sentences, assets, config, shuffle):
+    def dataset(self, split, config, assets, shuffle):
         from apps.ner.features import Featurizer
         from lstm_core.data import bucketed_batches
 
-        tag_ids = {tag: index for index, tag in enumerate(assets["tags"])}
-        examples = [(" ".join(s.tokens), [tag_ids.get(t, 0) for t in s.tags]) for s in sentences]
+        sentences = self.sentences(config, split)
+        examples = [(" ".join(s.tokens), tags) for s, tags in
+                    zip(sentences, self._tag_ids(split, sentences, config, assets))]
         featurizer = Featurizer(assets["words"], assets["chars"], assets["lowercase"],
                                 assets["max_word_length"])
         ds = tf.data.Dataset.from_generator(
@@ -118,6 +123,22 @@ class NERApp(App):
                               seed=config["train"]["seed"], length_fn=lambda text, tag: tf.shape(tag)[0])
         return ds.map(lambda text, tag: (featurizer(text), tag),
                       num_parallel_calls=tf.data.AUTOTUNE).prefetch(tf.data.AUTOTUNE)
+
+    @staticmethod
+    def _tag_ids(split, sentences, config, assets):
+        """Tag ids in the model's scheme (a fine-tuning recipe may name
+        another); a tag the model lacks is an error, not a silent ``O``."""
+        source, target = config["data"]["scheme"], assets["scheme"]
+        ids = {tag: index for index, tag in enumerate(assets["tags"])}
+        tags = [conll.convert_tags(s.tags, source, target) for s in sentences]
+        unknown = sorted({tag for sentence in tags for tag in sentence} - set(ids))
+        if unknown:
+            types = sorted({tag[2:] for tag in assets["tags"][1:]})
+            raise UserError(
+                f"{split} data: the model has no tag {', '.join(unknown)}; it knows the "
+                f"entity types {', '.join(types) or '(none)'}. A model cannot learn new "
+                f"entity types by fine-tuning: train a new one on data with all of them.")
+        return [[ids[tag] for tag in sentence] for sentence in tags]
 
     # -- model ----------------------------------------------------------------
 
@@ -138,9 +159,11 @@ class NERApp(App):
             word_dropout=model["word_dropout"], output=model["output"], allowed=allowed,
             seed=model["seed"])
         tagger(self.serving(tagger, assets).featurizer(tf.constant(["a"])))  # build
-        if config["data"]["embeddings"]:
-            load_embeddings(tagger, assets, config["data"]["embeddings"])
         return tagger
+
+    def initialize(self, model, config, assets):
+        if config["data"]["embeddings"]:
+            load_embeddings(model, assets, config["data"]["embeddings"])
 
     def serving(self, model, assets):
         """The model's serving module, made once per model: a new one would
@@ -189,6 +212,9 @@ class NERApp(App):
     def ensemble(self, models):
         from apps.ner.model import TaggerEnsemble
 
+        if len({model.crf is None for model in models}) > 1:
+            raise UserError("an ensemble averages like with like: its runs must all have "
+                            "model.output crf, or all softmax")
         return TaggerEnsemble(models)
 
     def serving_module(self, model, config, assets):
@@ -211,17 +237,23 @@ def _looks_like_conll(lines, model_tags):
 
 def read_embeddings(path, lowercase):
     """Words and vectors of a GloVe / word2vec text file (a word2vec header
-    line ``count dim`` is skipped)."""
-    vectors = {}
+    line ``count dim`` is read for the dimension). Words that contain spaces
+    (GloVe 840B has ``. . .``) are skipped: they can never be one token."""
+    vectors, dim = {}, None
     with open(path, encoding="utf-8", errors="replace") as f:
         for number, line in enumerate(f, 1):
             parts = line.rstrip().split(" ")
-            if number == 1 and len(parts) == 2:
+            if number == 1 and len(parts) == 2 and all(p.isdigit() for p in parts):
+                dim = int(parts[1])
+                continue
+            if dim is not None and len(parts) > dim + 1:
                 continue
             try:
                 vector = np.asarray(parts[1:], dtype="float32")
             except ValueError:
                 raise UserError(f"{path}:{number}: not a 'word v1 v2 ...' line") from None
+            if len(vector) != (dim := dim or len(vector)):
+                raise UserError(f"{path}:{number}: {len(vector)} values where the vectors have {dim}")
             word = parts[0].lower() if lowercase else parts[0]
             vectors.setdefault(word, vector)
     return vectors

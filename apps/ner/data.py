@@ -322,21 +322,25 @@ def _by_frequency(counts: Counter, min_count: int = 1) -> list[str]:
             if count >= min_count]
 
 
-def build_vocab(sentences, min_count=1, lowercase=False) -> dict:
+def build_vocab(sentences, min_count=1, lowercase=False, scheme="iobes") -> dict:
     """``words`` (seen at least ``min_count`` times, lowercased if asked),
     ``chars`` (of the original tokens: the character encoder sees case) and
     ``tags`` of the training sentences.
 
     Words and characters are sorted by frequency, then alphabetically, so the
-    vocabulary is deterministic; tags alphabetically with ``O`` first. No
-    padding or unknown entries: the model reserves its own ids for those.
+    vocabulary is deterministic. Tags are ``O`` and then, alphabetically,
+    every tag of ``scheme`` for each entity type seen: a type seen only as
+    single-token entities still gets its B-/I-/E- tags, which dev data or a
+    fine-tuning set may use. No padding or unknown entries: the model
+    reserves its own ids for those.
     """
-    words, chars, tags = Counter(), Counter(), set()
+    words, chars, types = Counter(), Counter(), set()
     for sentence in sentences:
         for token in sentence.tokens:
             words[token.lower() if lowercase else token] += 1
             chars.update(token)
-        tags.update(sentence.tags)
-    tags.discard("O")
+        types.update(kind for kind, _, _ in chunks(sentence.tags))
+    prefixes = {"iob1": "BI", "bio": "BI", "iobes": "BIES"}[_scheme(scheme)]
+    tags = sorted(f"{prefix}-{kind}" for kind in types for prefix in prefixes)
     return {"words": _by_frequency(words, min_count), "chars": _by_frequency(chars),
-            "tags": ["O"] + sorted(tags)}
+            "tags": ["O"] + tags}

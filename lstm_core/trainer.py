@@ -508,7 +508,6 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
 
     strategy = make_strategy(t["strategy"])
     run_dir = _worker_dir(strategy, run_dir)
-    (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
     for stale in [*run_dir.glob(".tmp-*"), *(run_dir / "checkpoints").glob(".tmp-*")]:
         _remove(stale)  # left by a killed process
     keras.utils.set_random_seed(t["seed"])
@@ -539,7 +538,8 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
                 app.initialize(model, config, assets)
         model.compile(optimizer=make_optimizer(t), loss=app.loss(config), jit_compile=t["jit_compile"])
         # Only a recipe that built claims the run directory: a mistake found
-        # above leaves nothing that a corrected rerun would be refused over.
+        # above leaves nothing behind (not even the directory).
+        run_dir.mkdir(parents=True, exist_ok=True)
         if not have_assets:
             _write_json(assets_path, assets)
         if fresh:

@@ -183,7 +183,7 @@ def test_a_recipe_that_fails_to_build_leaves_the_run_dir_unclaimed(capsys, toy_a
     monkeypatch.setattr(toy_app.__class__, "build_model", lambda self, c, a: unbuildable(c, a))
     code, _, err = run(capsys, "train", recipe, "--run-dir", run_dir, "--set", "model.units=3")
     assert code == 2 and "model: the recipe's model cannot be built: Unrecognized" in error_line(err)
-    assert not (run_dir / "recipe.yaml").exists() and not (run_dir / "assets.json").exists()
+    assert not run_dir.exists()
     monkeypatch.undo()
     monkeypatch.setattr(lstm_core.apps, "_entry_points", lambda: {"toy": _EntryPoint()})
     code, _, _ = run(capsys, "train", recipe, "--run-dir", run_dir, "--quiet")

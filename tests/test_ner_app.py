@@ -209,7 +209,7 @@ def test_finetune_data_with_an_entity_type_the_model_lacks_is_refused(trained, t
                  "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "tuned"), "--quiet"]) == 2
     error = capsys.readouterr().err
     assert "train data: the model has no tag S-ORG; it knows the entity types LOC, PER" in error
-    assert not (tmp_path / "tuned" / "assets.json").exists()
+    assert not (tmp_path / "tuned").exists()
 
 
 def test_vector_files_glove_and_word2vec(tmp_path):

@@ -21,16 +21,6 @@ EPILOG = ("Data paths in recipes are relative to the data root: --data-dir, else
           "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback.")
 
 
-def recipe_schema(app):
-    """The whole schema of a recipe for ``app``: its sections plus the core's."""
-    from lstm_core.export import EXPORT_SCHEMA
-    from lstm_core.recipes import Field
-    from lstm_core.trainer import TRAIN_SCHEMA
-
-    return {"app": Field(str, doc="the application the recipe is for"), "data": app.data_schema,
-            "model": app.model_schema, "train": TRAIN_SCHEMA, "export": EXPORT_SCHEMA}
-
-
 def load_config(recipe_path, overrides=(), data_dir=None):
     """Recipe file -> ``(app, config, data_root, recipe)``: the config
     validated and defaults filled; its data paths stay as written (relative
@@ -38,6 +28,7 @@ def load_config(recipe_path, overrides=(), data_dir=None):
     are checked to exist under the root."""
     from lstm_core.apps import available_apps, get_app
     from lstm_core.recipes import RecipeError, data_root, load_recipe, resolve_data_files, validate
+    from lstm_core.trainer import recipe_schema
 
     recipe = load_recipe(recipe_path, overrides)
     name = recipe.raw.get("app")

@@ -130,7 +130,7 @@ def viterbi_decode(potentials, lengths, transitions, start=None, end=None):
     return path, tf.where(lengths > 0, best_score, 0.0)
 
 
-_PREFIXES = {"bio": ("B", "I"), "iob1": ("B", "I"), "iobes": ("B", "I", "E", "S")}
+SCHEME_PREFIXES = {"bio": ("B", "I"), "iob1": ("B", "I"), "iobes": ("B", "I", "E", "S")}
 
 
 def allowed_transitions(tags, scheme):
@@ -150,14 +150,14 @@ def allowed_transitions(tags, scheme):
     """
     key = str(scheme).lower()
     key = "bio" if key == "iob2" else key
-    if key not in _PREFIXES:
+    if key not in SCHEME_PREFIXES:
         raise ValueError(f"unknown tag scheme {scheme!r}: expected bio (iob2), iobes or iob1")
     parsed = []
     for tag in tags:
         prefix, _, kind = tag.partition("-")
-        if tag != "O" and (prefix not in _PREFIXES[key] or not kind):
+        if tag != "O" and (prefix not in SCHEME_PREFIXES[key] or not kind):
             raise ValueError(f"bad tag {tag!r} for scheme {key}: expected O or "
-                             f"{'/'.join(_PREFIXES[key])}-TYPE")
+                             f"{'/'.join(SCHEME_PREFIXES[key])}-TYPE")
         parsed.append((prefix, kind))
 
     def may_follow(previous, current):

@@ -391,7 +391,8 @@ class Recorder(keras.callbacks.Callback):
         folder = self.run_dir / "checkpoints"
         folder.mkdir(exist_ok=True)
         self.state.update(epoch=epoch, step=step, global_step=_scalar(self.model.optimizer.iterations))
-        with atomic_path(folder / f"ckpt-{epoch:04d}-{step:07d}") as tmp:
+        checkpoint = folder / f"ckpt-{epoch:04d}-{step:07d}"
+        with atomic_path(checkpoint) as tmp:
             tmp.mkdir()
             self.model.save_weights(tmp / "state.weights.h5")
             (tmp / "state.json").write_text(json.dumps(self.state, indent=1))
@@ -400,7 +401,8 @@ class Recorder(keras.callbacks.Callback):
                     self.model.save(tmp / "best.keras")
                 if self.dev.report:
                     (tmp / "report.txt").write_text(self.dev.report.rstrip() + "\n", encoding="utf-8")
-        publish_best(folder / f"ckpt-{epoch:04d}-{step:07d}", self.run_dir)
+        if best:
+            publish_best(checkpoint, self.run_dir)
         for old in _checkpoints(self.run_dir)[:-KEEP_CHECKPOINTS]:
             _remove(old)
 
@@ -610,9 +612,17 @@ def score_test_sets(app, model, config, data_root, assets, run_dir):
     return scores
 
 
+def recipe_schema(app):
+    """The whole schema of a recipe for ``app``: its sections plus the core's."""
+    from lstm_core.export import EXPORT_SCHEMA  # export imports this module
+
+    return {"app": Field(str, doc="the application the recipe is for"), "data": app.data_schema,
+            "model": app.model_schema, "train": TRAIN_SCHEMA, "export": EXPORT_SCHEMA}
+
+
 def _with_data_files(app, config, data_root):
     """``config`` with its data paths resolved against ``data_root``."""
-    return resolve_data_files(config, {"data": app.data_schema}, None, data_root, strict=False)
+    return resolve_data_files(config, recipe_schema(app), None, data_root, strict=False)
 
 
 def load_run(run_dir, data_dir=None):

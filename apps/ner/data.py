@@ -17,6 +17,7 @@ from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
 
+from lstm_core.crf import SCHEME_PREFIXES
 from lstm_core.errors import UserError
 
 SCHEMES = ("iob1", "bio", "iobes")
@@ -340,7 +341,7 @@ def build_vocab(sentences, min_count=1, lowercase=False, scheme="iobes") -> dict
             words[token.lower() if lowercase else token] += 1
             chars.update(token)
         types.update(kind for kind, _, _ in chunks(sentence.tags))
-    prefixes = {"iob1": "BI", "bio": "BI", "iobes": "BIES"}[_scheme(scheme)]
+    prefixes = SCHEME_PREFIXES[_scheme(scheme)]
     tags = sorted(f"{prefix}-{kind}" for kind in types for prefix in prefixes)
     return {"words": _by_frequency(words, min_count), "chars": _by_frequency(chars),
             "tags": ["O"] + tags}

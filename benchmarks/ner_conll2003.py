@@ -11,6 +11,12 @@ and batch 1.
     python benchmarks/ner_conll2003.py --data-dir DATA_ROOT [--seeds 1 2 3]
 
 DATA_ROOT holds conll2003/train.txt and valid.txt (default: $LSTM_SUITE_DATA).
+A variant of the recipe gets a name and its overrides, and may join the
+runs of another in the ensemble (runs of one vocabulary average alike):
+
+    python benchmarks/ner_conll2003.py --data-dir DATA_ROOT --name conll2003-2layer \
+        --set model.encoder.num_layers=2 --set model.encoder.dropout=0.3 \
+        --ensemble-with runs/bench/conll2003-seed?
 """
 
 import argparse
@@ -30,13 +36,14 @@ REPO = Path(__file__).resolve().parents[1]
 RECIPE = REPO / "recipes" / "ner" / "conll2003.yaml"
 
 
-def train(seed, data_dir, runs):
-    run_dir = runs / f"conll2003-seed{seed}"
+def train(seed, args):
+    run_dir = Path(args.runs) / f"{args.name}-seed{seed}"
+    overrides = [f"train.seed={seed}", f"model.seed={seed}", *args.set]
     start = time.time()
     subprocess.run(
         [sys.executable, "-m", "lstm_core.cli", "train", str(RECIPE), "--quiet",
-         "--run-dir", str(run_dir), "--data-dir", str(data_dir),
-         "--set", f"train.seed={seed}", "--set", f"model.seed={seed}"],
+         "--run-dir", str(run_dir), "--data-dir", str(args.data_dir),
+         *(arg for override in overrides for arg in ("--set", override))],
         check=True)
     result = json.loads((run_dir / "result.json").read_text())
     return run_dir, result, time.time() - start
@@ -62,6 +69,11 @@ def main():
     parser.add_argument("--data-dir", default=os.environ.get("LSTM_SUITE_DATA"))
     parser.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
+    parser.add_argument("--name", default="conll2003", help="run directories are RUNS/NAME-seedN")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="a recipe override for every seed (repeatable)")
+    parser.add_argument("--ensemble-with", nargs="+", default=[], metavar="RUN_DIR",
+                        help="finished runs that join this benchmark's ensemble")
     args = parser.parse_args()
     if not args.data_dir:
         sys.exit("give --data-dir (or set LSTM_SUITE_DATA) to the folder holding conll2003/")
@@ -69,7 +81,7 @@ def main():
 
     rows = []
     for seed in args.seeds:
-        run_dir, result, wall = train(seed, args.data_dir, runs)
+        run_dir, result, wall = train(seed, args)
         rows.append((seed, run_dir, result, wall))
         best = result["best"]
         print(f"seed {seed}: dev F1 {best['dev_f1']:.2f} (P {best['dev_precision']:.2f} "
@@ -81,10 +93,12 @@ def main():
           f"std {spread:.2f}, min {min(scores):.2f}, max {max(scores):.2f}")
 
     seed, run_dir, *_ = max(rows, key=lambda r: r[2]["best"]["dev_f1"])
-    exports = {f"best seed ({seed})": (runs / f"conll2003-seed{seed}-export", [run_dir])}
-    if len(rows) > 1:
-        exports[f"ensemble of seeds {args.seeds}"] = (runs / "conll2003-ensemble-export",
-                                                     [r[1] for r in rows])
+    exports = {f"best seed ({seed})": (runs / f"{args.name}-seed{seed}-export", [run_dir])}
+    members = [r[1] for r in rows] + [Path(d) for d in args.ensemble_with]
+    if len(members) > 1:
+        joined = f" and {len(args.ensemble_with)} other runs" if args.ensemble_with else ""
+        exports[f"ensemble of seeds {args.seeds}{joined}"] = (
+            runs / f"{args.name}-ensemble-export", members)
     conll = Path(args.data_dir) / "conll2003"
     for name, (export, run_dirs) in exports.items():
         shutil.rmtree(export, ignore_errors=True)

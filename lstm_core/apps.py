@@ -77,8 +77,8 @@ class App:
         raise NotImplementedError
 
     def ensemble(self, models: list):
-        """One model that averages ``models`` (runs of one recipe trained
-        with different seeds), for ``lstm-suite export`` of several runs."""
+        """One model that averages ``models`` (runs of one recipe and data
+        with other seeds or variants), for ``lstm-suite export`` of several runs."""
         raise UserError(f"app {self.name!r} cannot export an ensemble of runs")
 
     def serving_module(self, model, config: dict, assets: dict):

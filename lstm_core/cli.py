@@ -213,8 +213,8 @@ def build_parser():
 
     sub = command("export", command_export, "write a SavedModel for serving with plain TensorFlow")
     sub.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
-                     help="a run; several runs of one recipe (other seeds) export as one "
-                          "ensemble that averages their models")
+                     help="a run; several runs of one recipe (other seeds or variants) "
+                          "export as one ensemble that averages their models")
     sub.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) directory for the SavedModel")
     sub.add_argument("--no-check", action="store_true",
                      help="skip loading the export in a fresh process to compare outputs")

@@ -99,8 +99,9 @@ def _same(expected, served):
 
 
 def export_run(run_dirs, out_dir, *, check=None):
-    """Write the serving SavedModel of a run, or of an ensemble of runs of
-    one recipe (a list of run directories: the app averages their models),
+    """Write the serving SavedModel of a run, or of an ensemble of runs that
+    share their vocabularies (a list of run directories, say seeds or
+    variants of one recipe: the app averages their models),
     to ``out_dir`` and return the path. ``out_dir`` must be absent or empty
     (an export never overwrites); it is written into a temporary directory
     next to it and renamed into place only after saving (and the
@@ -118,7 +119,7 @@ def export_run(run_dirs, out_dir, *, check=None):
     for run_dir, (other_app, _, other_assets, _) in zip(run_dirs[1:], runs[1:]):
         if other_app.name != app.name or other_assets != assets:
             raise UserError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: its app or "
-                            "vocabularies (assets.json) differ; ensemble runs of one recipe")
+                            "vocabularies (assets.json) differ; ensemble runs of one recipe and data")
     if len(runs) > 1:
         model = app.ensemble([run[3] for run in runs])
     if check is None:

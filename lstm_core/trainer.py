@@ -498,7 +498,9 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     fresh = not recorded.is_file()
     written, config = config, _with_data_files(app, config, data_root)
     if not fresh:
-        differences = diff_configs(read_config(recorded), written)
+        # Compared resolved: a data path recorded relative to the root, or
+        # resolved (as earlier versions wrote it), names the same file.
+        differences = diff_configs(_with_data_files(app, read_config(recorded), data_root), config)
         if differences:
             raise UserError(f"{run_dir} holds a run of a different recipe; changed: "
                             f"{'; '.join(differences)} (use another --run-dir to start a new run)")

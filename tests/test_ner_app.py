@@ -3,6 +3,7 @@ evaluate, predict, export (served in a fresh process, tagging exactly as
 predict does), pretrained vectors and fine-tuning."""
 
 import json
+import shutil
 import warnings
 
 import keras
@@ -80,6 +81,17 @@ def test_a_run_finds_its_data_under_a_new_data_root(trained, tmp_path, capsys):
     assert main(["evaluate", str(run), "--data-dir", str(tmp_path / "nowhere")]) == 2
     assert str(tmp_path / "nowhere" / "dev.txt") in capsys.readouterr().err
 
+    # a run that recorded its data paths resolved (as earlier versions did)
+    # is the same recipe: train reports it complete instead of refusing it
+    resolved = tmp_path / "resolved"
+    shutil.copytree(run, resolved)
+    recipe = (resolved / "recipe.yaml").read_text()
+    (resolved / "recipe.yaml").write_text(recipe.replace(": dev.txt", f": {root / 'dev.txt'}"))
+    assert str(root / "dev.txt") in (resolved / "recipe.yaml").read_text()
+    assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(root),
+                 "--run-dir", str(resolved)]) == 0
+    assert "already complete" in capsys.readouterr().out
+
 
 def test_data_without_sentences_is_an_error_not_a_score(trained, tmp_path, capsys):
     root, run = trained
@@ -128,10 +140,11 @@ def test_char_cnn_and_softmax_output_train_and_serve(trained):
     assert served["lengths"] == [5, 1] and all(served["tags"][0]) and served["tags"][1][1:] == [""] * 4
 
 
-def test_runs_of_other_seeds_export_as_one_averaging_ensemble(trained):
+def test_runs_of_other_seeds_and_variants_export_as_one_averaging_ensemble(trained):
     root, run = trained
     train = ["train", str(root / "recipe.yaml"), "--data-dir", str(root), "--quiet"]
-    assert main([*train, "--run-dir", str(root / "seed2"), "--set", "train.seed=2"]) == 0
+    assert main([*train, "--run-dir", str(root / "seed2"), "--set", "train.seed=2",
+                 "--set", "model.encoder.num_layers=2"]) == 0
     assert main(["export", str(run), str(root / "seed2"), str(root / "ensemble")]) == 0
     sentences = ["Anna Berg visited Lima .", "Li Wei visited Zyx", "Omar"]
     served = check_in_fresh_process(root / "ensemble", {"sentences": sentences})
@@ -149,7 +162,7 @@ def test_runs_of_other_seeds_export_as_one_averaging_ensemble(trained):
                 for row, n in zip(ids, lengths)]
     assert [tags[:n] for tags, n in zip(served["tags"], served["lengths"])] == expected
 
-    # only runs of one recipe can join: other vocabularies are refused
+    # only runs of one vocabulary can join: others are refused
     assert main([*train, "--run-dir", str(root / "lower"), "--set", "data.lowercase=true",
                  "--set", "train.epochs=1"]) == 0
     assert main(["export", str(run), str(root / "lower"), str(root / "mixed")]) == 2

@@ -117,10 +117,10 @@ def decode_scores(words, scores, crf_scores=None):
 
 
 class TaggerEnsemble(tf.Module):
-    """Taggers of one recipe trained with different seeds, decoded as one:
-    their token scores and CRF scores are averaged (a product of the
-    taggers' CRF distributions), which is steadier on unseen names than
-    any one of them."""
+    """Taggers of one vocabulary (seeds or variants of one recipe), decoded
+    as one: their token scores and CRF scores are averaged (a product of the
+    taggers' CRF distributions), which is steadier on unseen names than any
+    one of them."""
 
     def __init__(self, taggers):
         super().__init__()

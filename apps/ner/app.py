@@ -252,7 +252,8 @@ def read_embeddings(path, lowercase):
                 vector = np.asarray(parts[1:], dtype="float32")
             except ValueError:
                 raise UserError(f"{path}:{number}: not a 'word v1 v2 ...' line") from None
-            if len(vector) != (dim := dim or len(vector)):
+            dim = dim or len(vector)  # without a header, the first vector's
+            if len(vector) != dim:
                 raise UserError(f"{path}:{number}: {len(vector)} values where the vectors have {dim}")
             word = parts[0].lower() if lowercase else parts[0]
             vectors.setdefault(word, vector)

@@ -7,8 +7,10 @@ measured side by side mean anything):
 * ``peephole_lstm``: lstm_core.PeepholeLSTM with peepholes and cell clipping
   (fast path, XLA);
 * ``keras_lstm``: keras.layers.LSTM, plain tf.function (what Keras gives on a
-  CPU: jit_compile="auto" resolves to False there) and with XLA;
-* ``naive_rnn``: keras.layers.RNN(PeepholeLSTMCell), the generic loop, XLA;
+  CPU: jit_compile="auto" resolves to False there);
+* ``naive_rnn``: keras.layers.RNN(PeepholeLSTMCell), the generic loop, the
+  same way;
+* ``keras_lstm_xla``, ``naive_rnn_xla``: the same two with XLA;
 * ``torch_lstm``: torch.nn.LSTM, when torch is installed.
 
 Training = forward + backward + SGD update of a return_sequences layer with a
@@ -88,14 +90,13 @@ def implementations(batch, steps, inputs, units):
     runners = {
         "peephole_lstm": keras_runner(
             PeepholeLSTM(units, return_sequences=True, **peephole), True, batch, steps, inputs),
-        "keras_lstm": keras_runner(
-            keras.layers.LSTM(units, return_sequences=True), False, batch, steps, inputs),
-        "keras_lstm_xla": keras_runner(
-            keras.layers.LSTM(units, return_sequences=True), True, batch, steps, inputs),
-        "naive_rnn": keras_runner(
-            keras.layers.RNN(PeepholeLSTMCell(units, **peephole), return_sequences=True),
-            True, batch, steps, inputs),
     }
+    for suffix, jit in (("", False), ("_xla", True)):
+        runners["keras_lstm" + suffix] = keras_runner(
+            keras.layers.LSTM(units, return_sequences=True), jit, batch, steps, inputs)
+        runners["naive_rnn" + suffix] = keras_runner(
+            keras.layers.RNN(PeepholeLSTMCell(units, **peephole), return_sequences=True),
+            jit, batch, steps, inputs)
     try:
         runners["torch_lstm"] = torch_runner(batch, steps, inputs, units)
     except ImportError:

@@ -8,9 +8,9 @@ pass instead:
 
 * forward: only ``h @ U`` and elementwise work per step (the input
   projection ``x W + b`` for all steps is one product outside the loop);
-* backward: a reverse loop that does only ``dz @ U^T`` and elementwise work;
-  the gradients of ``U``, the peepholes and the projection are then single
-  large products over all ``[T * B]`` rows.
+* backward: a reverse loop that does only ``dz @ U^T`` and elementwise work
+  (the peepholes' gradient is summed there too); the gradients of ``U`` and
+  the projection are then single large products over all ``[T * B]`` rows.
 
 Both loops carry the slices of their per-step inputs in the loop state,
 read one step ahead, instead of indexing ``xz[t]`` where they are used: XLA's
@@ -155,7 +155,7 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 keep if use_mask else None, states_h[1:] if clip_projection else None,
             )
 
-            def backward_step(t, dh, dc, now, dz_ta, dh_proj_ta):
+            def backward_step(t, dh, dc, now, dz_ta, dh_proj_ta, d_peep):
                 # now: step t's slices, read one step ahead (module docstring).
                 gate, c_prev, c_new, d_out, k, h_new = now
                 i, f, g, o = tf.split(gate, 4, axis=-1)
@@ -186,33 +186,30 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 if use_peepholes:
                     dc_prev += dz_i * p_i + dz_f * p_f
                 dz = tf.concat([dz_i, dz_f, dz_g, dz_o], axis=-1)
+                if use_peepholes:
+                    # Summed step by step: one sum over all T * B rows after
+                    # the loop runs several times slower under XLA on a CPU.
+                    d_peep += tf.reduce_sum(
+                        tf.stack([dz_i * c_prev, dz_f * c_prev, dz_o * c_new]), axis=1)
                 dh_prev = tf.matmul(dz, u_t)
                 if use_mask:
                     dh_prev += dh_pass
                     dc_prev += dc_pass
                 ahead = _slices(per_step, tf.maximum(t - 1, 0), empty)
-                return t - 1, dh_prev, dc_prev, ahead, dz_ta.write(t, dz), dh_proj_ta
+                return t - 1, dh_prev, dc_prev, ahead, dz_ta.write(t, dz), dh_proj_ta, d_peep
 
-            _, dh0, dc0, _, dz_ta, dh_proj_ta = tf.while_loop(
+            _, dh0, dc0, _, dz_ta, dh_proj_ta, d_peep = tf.while_loop(
                 lambda t, *_: t >= 0,
                 backward_step,
                 (
                     steps - 1, d_h_last, d_c_last, _slices(per_step, steps - 1, empty),
-                    _tensor_array(steps), _tensor_array(steps),
+                    _tensor_array(steps), _tensor_array(steps), tf.zeros_like(peep),
                 ),
             )
             dz = dz_ta.stack()
             # Weight gradients: one large product each over all T * B rows.
             du = tf.matmul(_flat(states_h[:-1]), _flat(dz), transpose_a=True)
-            d_peep = tf.zeros_like(peep)
             d_proj = tf.zeros_like(proj)
-            if use_peepholes:
-                dz_i, dz_f, _, dz_o = tf.split(dz, 4, axis=-1)
-                d_peep = tf.stack([
-                    tf.reduce_sum(dz_i * states_c[:-1], axis=[0, 1]),
-                    tf.reduce_sum(dz_f * states_c[:-1], axis=[0, 1]),
-                    tf.reduce_sum(dz_o * states_c[1:], axis=[0, 1]),
-                ])
             if use_projection:
                 m = tf.split(gates, 4, axis=-1)[3] * tf.tanh(states_c[1:])
                 d_proj = tf.matmul(_flat(m), _flat(dh_proj_ta.stack()), transpose_a=True)

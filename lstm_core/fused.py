@@ -185,12 +185,11 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
                 dc_prev = dc_cur * f
                 if use_peepholes:
                     dc_prev += dz_i * p_i + dz_f * p_f
-                dz = tf.concat([dz_i, dz_f, dz_g, dz_o], axis=-1)
-                if use_peepholes:
                     # Summed step by step: one sum over all T * B rows after
                     # the loop runs several times slower under XLA on a CPU.
                     d_peep += tf.reduce_sum(
                         tf.stack([dz_i * c_prev, dz_f * c_prev, dz_o * c_new]), axis=1)
+                dz = tf.concat([dz_i, dz_f, dz_g, dz_o], axis=-1)
                 dh_prev = tf.matmul(dz, u_t)
                 if use_mask:
                     dh_prev += dh_pass

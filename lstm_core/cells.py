@@ -45,14 +45,18 @@ def check_positive_int(name, value, allow_none=False):
     return int(value)
 
 
+def is_number(value):
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
 def check_clip(name, value):
-    if value is not None and (isinstance(value, bool) or not value > 0):
+    if value is not None and not (is_number(value) and value > 0):
         raise ValueError(f"{name} must be None or a positive number, got {name}={value!r}")
 
 
 def check_rate(name, value):
-    if not 0.0 <= value < 1.0:
-        raise ValueError(f"{name} must be in [0, 1), got {name}={value!r}")
+    if not (is_number(value) and 0.0 <= value < 1.0):
+        raise ValueError(f"{name} must be a number in [0, 1), got {name}={value!r}")
 
 
 def clip(x, limit):
@@ -62,10 +66,10 @@ def clip(x, limit):
 def lstm_gates(z, c_prev, peepholes, forget_bias, cell_clip):
     """The gate equations above from the pre-activations ``z`` (bias added).
 
-    Returns ``(i, f, g, o, c_raw, c)``: the four gate activations, the cell
-    state before and after clipping. ``peepholes`` is ``(p_i, p_f, p_o)`` or
-    None. Shared by the step-by-step cell and the fast sequence layer, whose
-    hand-written backward pass needs the gate activations.
+    Returns ``(i, f, g, o, c)``: the four gate activations and the (clipped)
+    new cell state. ``peepholes`` is ``(p_i, p_f, p_o)`` or None. Shared by
+    the step-by-step cell and the fast sequence layer, whose hand-written
+    backward pass saves the gate activations.
     """
     z_i, z_f, z_g, z_o = ops.split(z, 4, axis=-1)
     if peepholes is not None:
@@ -75,12 +79,11 @@ def lstm_gates(z, c_prev, peepholes, forget_bias, cell_clip):
     i = ops.sigmoid(z_i)
     f = ops.sigmoid(z_f + forget_bias)
     g = ops.tanh(z_g)
-    c_raw = f * c_prev + i * g
-    c = clip(c_raw, cell_clip)
+    c = clip(f * c_prev + i * g, cell_clip)
     if peepholes is not None:
         z_o = z_o + p_o * c
     o = ops.sigmoid(z_o)
-    return i, f, g, o, c_raw, c
+    return i, f, g, o, c
 
 
 @keras.saving.register_keras_serializable(package="lstm_core")
@@ -141,7 +144,8 @@ class PeepholeLSTMCell(keras.layers.Layer, DropoutRNNCell):
         super().__init__(**kwargs)
         # The recurrence runs in the variable dtype (float32) even under a
         # mixed policy: a float16 cell state loses the long-range memory LSTMs
-        # are used for. The sequence layer casts its outputs back.
+        # are used for. keras.layers.RNN casts the outputs and the returned
+        # states to the compute dtype at the end of the sequence.
         if self.dtype_policy.compute_dtype != self.dtype_policy.variable_dtype:
             self.dtype_policy = self.dtype_policy.variable_dtype
         units = check_positive_int("units", units)
@@ -152,6 +156,8 @@ class PeepholeLSTMCell(keras.layers.Layer, DropoutRNNCell):
             raise ValueError(f"proj_clip={proj_clip!r} needs a projection: set num_proj")
         check_rate("dropout", dropout)
         check_rate("recurrent_dropout", recurrent_dropout)
+        if not is_number(forget_bias):
+            raise ValueError(f"forget_bias must be a number, got forget_bias={forget_bias!r}")
         self.units = units
         self.num_proj = num_proj
         self.use_peepholes = use_peepholes
@@ -241,7 +247,7 @@ class PeepholeLSTMCell(keras.layers.Layer, DropoutRNNCell):
         z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel)
         if self.layer_norm:
             z = self.normalize(z)
-        *_, o, _, c = lstm_gates(z + self.bias, c_prev, self.peepholes, self.forget_bias, self.cell_clip)
+        *_, o, c = lstm_gates(z + self.bias, c_prev, self.peepholes, self.forget_bias, self.cell_clip)
         h = self.project(o * ops.tanh(c))
         return h, [h, c]
 

@@ -101,7 +101,7 @@ def fused_lstm(xz, mask, h0, c0, recurrent_kernel, peepholes=None, projection=No
             # now: step t's slices, read one step ahead (module docstring).
             x, k = now
             z = x + tf.matmul(h, u)
-            i, f, g, o, _, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
+            i, f, g, o, c_new = lstm_gates(z, c, peep_parts, forget_bias, cell_clip)
             h_new = o * tf.tanh(c_new)
             if use_projection:
                 h_new = clip(tf.matmul(h_new, proj), proj_clip)

@@ -22,9 +22,9 @@ class PeepholeLSTM(keras.layers.RNN):
     ``dropout``, ``recurrent_dropout``, initializers, ...) and every
     ``keras.layers.RNN`` argument (``return_sequences``, ``return_state``,
     ``go_backwards``, ``stateful``, ...). Masked steps keep the state and,
-    unlike ``keras.layers.RNN``'s default, output zeros
-    (``zero_output_for_mask=False``: repeat the last output), so a padded
-    batch gives the same results as its sequences one by one.
+    unlike ``keras.layers.RNN``'s default, output zeros, so a padded batch
+    gives the same results as its sequences one by one;
+    ``zero_output_for_mask=False`` repeats the last output instead.
 
     The fast path (:mod:`lstm_core.fused`) covers peepholes, clipping,
     projection and input dropout with TensorFlow as the backend; layer
@@ -104,6 +104,8 @@ class PeepholeLSTM(keras.layers.RNN):
             # Keras's loop returns the last step's output, zeroed for a row
             # that ended earlier; the last output of a sequence is its h.
             return (last if mask is None else states[0]), outputs, states
+        # Imported here: only the fast path needs TensorFlow; the rest of the
+        # layer runs on any Keras backend.
         import tensorflow as tf
 
         from lstm_core.fused import fused_lstm

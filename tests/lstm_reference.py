@@ -1,7 +1,13 @@
-"""An independent float64 NumPy reference of the peephole LSTM equations
-(lstm_core/cells.py docstring), with finite-difference gradients."""
+"""The references the fast layer is tested against: an independent float64
+NumPy implementation of the peephole LSTM equations (lstm_core/cells.py
+docstring), with finite-difference gradients; and helpers to compare a layer
+with its naive ``keras.layers.RNN`` twin (plain autodiff, no fused loop)."""
 
+import keras
 import numpy as np
+import tensorflow as tf
+
+from lstm_core import PeepholeLSTMCell
 
 EPSILON = 1e-3  # layer-norm epsilon, as in lstm_core.cells
 
@@ -81,3 +87,58 @@ def numeric_gradients(x, weights, options, probes, mask=None, eps=1e-6):
             grad[index] = (up - down) / (2 * eps)
         grads[name] = grad
     return grads
+
+
+# The second reference: the generic Keras loop over the same cell. ---------
+# keras.layers.RNN(PeepholeLSTMCell) differentiates its step function with
+# plain autodiff, independently of lstm_core.fused's hand-written backward
+# pass; the tests compare the fast layer with it where the NumPy reference
+# would be too slow or does not apply (initial states, directions, XLA).
+
+
+def naive_twin(fast, sequences_shape):
+    """The naive ``keras.layers.RNN`` (or ``Bidirectional`` of one) equivalent
+    to the fast ``PeepholeLSTM`` (or ``Bidirectional`` of one) ``fast``, with
+    the same options, built and given the same weights."""
+
+    def twin(layer):
+        cell = layer.cell
+        config = {k: v for k, v in cell.get_config().items() if k not in ("name", "dtype")}
+        return keras.layers.RNN(
+            PeepholeLSTMCell(**config), return_sequences=layer.return_sequences,
+            return_state=layer.return_state, go_backwards=layer.go_backwards,
+            zero_output_for_mask=layer.zero_output_for_mask)
+
+    if isinstance(fast, keras.layers.Bidirectional):
+        naive = keras.layers.Bidirectional(twin(fast.forward_layer),
+                                           backward_layer=twin(fast.backward_layer))
+    else:
+        naive = twin(fast)
+    fast.build(sequences_shape)
+    naive.build(sequences_shape)
+    naive.set_weights(fast.get_weights())
+    return naive
+
+
+def values_and_grads(layer, x, probes, mask=None, initial_state=None, training=False):
+    """``layer``'s outputs (a list) and the gradients of ``sum(output *
+    probe)`` over them with respect to ``[x, *initial_state,
+    *layer.trainable_weights]``. Runs eagerly or inside ``tf.function``."""
+    x = tf.convert_to_tensor(x)
+    state = [tf.convert_to_tensor(s) for s in initial_state or []]
+    kwargs = dict(initial_state=state) if state else {}
+    with tf.GradientTape() as tape:
+        tape.watch([x, *state])
+        values = layer(x, mask=mask, training=training, **kwargs)
+        values = list(values) if isinstance(values, (list, tuple)) else [values]
+        loss = sum(tf.reduce_sum(tf.cast(v, tf.float32) * p) for v, p in zip(values, probes))
+    return values, tape.gradient(loss, [x, *state, *layer.trainable_weights])
+
+
+def assert_all_close(got, want, atol=1e-5, rtol=1e-7, names=None):
+    """``np.testing.assert_allclose`` over two equally long lists."""
+    assert len(got) == len(want), (len(got), len(want))
+    for index, (a, b) in enumerate(zip(got, want)):
+        label = names[index] if names else f"item {index}"
+        np.testing.assert_allclose(np.asarray(a, np.float32), np.asarray(b, np.float32),
+                                   atol=atol, rtol=rtol, err_msg=label)

@@ -34,21 +34,18 @@ def tf_values_and_grads(layer, x, weights, probes, mask=None, training=False):
     layer.build(x.shape)
     for variable in layer.weights:
         variable.assign(weights[variable.name])
-    inputs = tf.constant(x)
-    with tf.GradientTape() as tape:
-        tape.watch(inputs)
-        outputs, h, c = layer(inputs, mask=mask, training=training)
-        loss = sum(tf.reduce_sum(value * probe) for value, probe in zip((outputs, h, c), probes))
-    grads = tape.gradient(loss, [inputs] + layer.weights)
-    names = ["inputs"] + [w.name for w in layer.weights]
-    return (outputs, h, c), dict(zip(names, grads))
+    values, grads = reference.values_and_grads(layer, x, probes, mask, training=training)
+    names = ["inputs"] + [w.name for w in layer.trainable_weights]
+    return values, dict(zip(names, grads))
 
 
+@pytest.mark.parametrize("masked", [True, False], ids=["masked", "unmasked"])
 @pytest.mark.parametrize("options", OPTION_GRID, ids=option_id)
-def test_matches_numpy_reference_with_gradients(options):
+def test_matches_numpy_reference_with_gradients(options, masked):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(BATCH, STEPS, FEATURES)).astype("float32")
-    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool)
+    # Unmasked, the fast layer runs lstm_core.fused without a mask at all.
+    mask = np.array([[1, 1, 1, 1], [1, 1, 1, 0]], bool) if masked else None
     out_size = options["num_proj"] or UNITS
     probes = [rng.normal(size=shape) for shape in
               [(BATCH, STEPS, out_size), (BATCH, out_size), (BATCH, UNITS)]]
@@ -114,16 +111,19 @@ def test_recurrent_dropout_trains_on_the_fallback_loop():
     assert not np.allclose(layer(x, training=True), layer(x, training=False))
 
 
-@pytest.mark.parametrize("argument, value, message", [
-    ("units", 0, "units must be a positive integer, got units=0"),
-    ("units", -3, "units=-3"),
-    ("num_proj", 0, "num_proj=0"),
-    ("cell_clip", -1.0, "cell_clip=-1.0"),
-    ("proj_clip", -0.5, "proj_clip=-0.5"),
-    ("dropout", 1.5, "dropout=1.5"),
+@pytest.mark.parametrize("argument, value", [
+    ("units", 0), ("units", -3), ("units", 2.5), ("units", True),
+    ("num_proj", 0), ("num_proj", -2),
+    ("cell_clip", -1.0), ("cell_clip", 0.0), ("cell_clip", "1"),
+    ("proj_clip", -0.5), ("proj_clip", 0),
+    ("dropout", 1.5), ("dropout", 1.0), ("dropout", -0.1), ("dropout", "0.5"),
+    ("recurrent_dropout", 1.0), ("recurrent_dropout", -0.2), ("recurrent_dropout", 2),
+    ("forget_bias", "1.0"),
 ])
-def test_bad_arguments_name_argument_and_value(argument, value, message):
+def test_bad_arguments_name_argument_and_value(argument, value):
     kwargs = {"units": 4, "num_proj": 2 if argument == "proj_clip" else None, argument: value}
+    # The message starts with the argument's name and quotes "name=value".
+    message = rf"^{argument} .*(?<!\w){re.escape(f'{argument}={value!r}')}"
     for make in (PeepholeLSTMCell, PeepholeLSTM):
         with pytest.raises(ValueError, match=message):
             make(**kwargs)

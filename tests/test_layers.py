@@ -7,6 +7,7 @@ import pytest
 import tensorflow as tf
 
 from lstm_core import RNN_LAYERS, PeepholeLSTM, PeepholeLSTMCell, RNNStack, make_rnn
+from tests import lstm_reference as reference
 
 OPTIONS = dict(cell_clip=0.8, num_proj=3, proj_clip=0.6)
 LENGTHS = [5, 3, 1]
@@ -23,6 +24,32 @@ def padded():
 
 def run_one_by_one(layer, x):
     return [layer(x[row:row + 1, :length]) for row, length in enumerate(LENGTHS)]
+
+
+def lengths_mask(steps=5):
+    return tf.constant(np.arange(steps)[None, :] < np.array(LENGTHS)[:, None])
+
+
+def make_fast(units, direction="forward", seed=0, shape=(3, 5, 4), **options):
+    """A built PeepholeLSTM, with go_backwards or in Bidirectional as
+    ``direction`` says, and weights large enough for the clips to act."""
+    layer = PeepholeLSTM(units, return_sequences=True, go_backwards=direction == "backward",
+                         **options)
+    if direction == "bidirectional":
+        layer = keras.layers.Bidirectional(layer)
+    layer.build(shape)
+    rng = np.random.default_rng(seed)
+    layer.set_weights([rng.normal(scale=0.7, size=w.shape).astype("float32")
+                       for w in layer.get_weights()])
+    return layer
+
+
+def probes_for(layer, shape, seed=1):
+    """Random weights for each of ``layer``'s outputs in a scalar loss."""
+    shapes = layer.compute_output_shape(shape)
+    shapes = list(shapes) if isinstance(shapes[0], (list, tuple)) else [shapes]
+    rng = np.random.default_rng(seed)
+    return [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
 
 
 @pytest.mark.parametrize("layer_norm", [False, True], ids=["fast", "fallback"])
@@ -48,25 +75,16 @@ def test_last_output_of_a_padded_batch_is_each_sequences_own(padded, layer_norm)
 
 @pytest.mark.parametrize("training", [True, False], ids=["hand-written", "autodiff"])
 def test_zero_output_for_mask_false_repeats_the_last_output(padded, training):
-    options = dict(OPTIONS, use_peepholes=True)
-    fast = PeepholeLSTM(6, return_sequences=True, zero_output_for_mask=False, **options)
-    naive = keras.layers.RNN(PeepholeLSTMCell(6, **options), return_sequences=True)
-    fast.build(padded.shape)
-    naive.build(padded.shape)
-    naive.set_weights(fast.get_weights())
-    mask = tf.constant(np.arange(5)[None, :] < np.array(LENGTHS)[:, None])
-    probe = np.random.default_rng(1).normal(size=(3, 5, 3))
-    results = []
-    for layer in (fast, naive):
-        with tf.GradientTape() as tape:
-            outputs = layer(padded, mask=mask, training=training)
-            loss = tf.reduce_sum(outputs * probe)
-        results.append((outputs, tape.gradient(loss, layer.trainable_weights)))
-    (fast_out, fast_grads), (naive_out, naive_grads) = results
+    fast = make_fast(6, zero_output_for_mask=False, use_peepholes=True, **OPTIONS)
+    naive = reference.naive_twin(fast, padded.shape)
+    probes = probes_for(fast, padded.shape)
+    (fast_out,), fast_grads = reference.values_and_grads(fast, padded, probes, lengths_mask(),
+                                                         training=training)
+    (naive_out,), naive_grads = reference.values_and_grads(naive, padded, probes, lengths_mask(),
+                                                           training=training)
     np.testing.assert_allclose(fast_out, naive_out, atol=1e-6)
     np.testing.assert_allclose(fast_out[2, 1:], np.repeat(fast_out[2, :1], 4, axis=0))
-    for got, want in zip(fast_grads, naive_grads):
-        np.testing.assert_allclose(got, want, atol=1e-5)
+    reference.assert_all_close(fast_grads, naive_grads, atol=1e-5)
 
 
 def test_keras_mask_and_lengths_agree(padded):
@@ -114,14 +132,41 @@ def test_initial_state_and_return_state():
                                atol=1e-6)
 
 
+@pytest.mark.parametrize("options", [
+    dict(use_peepholes=True, cell_clip=0.5),
+    dict(num_proj=3, proj_clip=0.3),
+], ids=["peepholes-cell_clip", "projection-proj_clip"])
+@pytest.mark.parametrize("direction, training", [
+    ("forward", True), ("forward", False), ("backward", True), ("bidirectional", True),
+], ids=["hand-written", "autodiff", "go_backwards", "bidirectional"])
+def test_matches_naive_rnn_with_initial_state_and_gradients(padded, direction, training,
+                                                            options):
+    """Outputs, final states and the gradients w.r.t. the inputs, the initial
+    state (h0, c0 per direction) and every weight, with a mask, equal those of
+    keras.layers.RNN over the same cell (plain autodiff)."""
+    fast = make_fast(4, direction, return_state=True, **options)
+    naive = reference.naive_twin(fast, padded.shape)
+    rng = np.random.default_rng(2)
+    directions = 2 if direction == "bidirectional" else 1
+    state = [rng.normal(scale=0.5, size=(3, size)).astype("float32")
+             for _ in range(directions) for size in (options.get("num_proj") or 4, 4)]
+    probes = probes_for(fast, padded.shape)
+    assert len(probes) == 1 + len(state)
+    results = [reference.values_and_grads(layer, padded, probes, lengths_mask(), state, training)
+               for layer in (fast, naive)]
+    (fast_values, fast_grads), (naive_values, naive_grads) = results
+    reference.assert_all_close(fast_values, naive_values, atol=1e-5)
+    names = ["inputs"] + [f"initial_state[{i}]" for i in range(len(state))] + [
+        w.path for w in fast.trainable_weights]
+    reference.assert_all_close(fast_grads, naive_grads, atol=1e-5, names=names)
+
+
 @pytest.mark.parametrize("training", [True, False], ids=["hand-written", "autodiff"])
 def test_tf_function_and_xla_do_not_retrace_and_match_eager(training):
     layer = PeepholeLSTM(8, return_sequences=True, cell_clip=1.0)
     layer.build((None, None, 3))
-    traces = []
 
     def loss_and_grads(x, lengths):
-        traces.append(1)
         with tf.GradientTape() as tape:
             loss = tf.reduce_sum(layer(x, lengths=lengths, training=training) ** 2)
         return loss, tape.gradient(loss, layer.trainable_weights)
@@ -129,18 +174,47 @@ def test_tf_function_and_xla_do_not_retrace_and_match_eager(training):
     signature = [tf.TensorSpec((None, None, 3)), tf.TensorSpec((None,), tf.int32)]
     graph = tf.function(loss_and_grads, input_signature=signature)
     xla = tf.function(loss_and_grads, input_signature=signature, jit_compile=True)
+    # Without a signature: one trace for batches of one shape, whatever values.
+    plain = tf.function(loss_and_grads)
     rng = np.random.default_rng(0)
-    for batch, steps in [(4, 7), (4, 7), (2, 9), (5, 3)]:
+    for batch, steps in [(4, 7), (4, 7), (4, 7), (2, 9), (5, 3)]:
         x = tf.constant(rng.normal(size=(batch, steps, 3)).astype("float32"))
         lengths = tf.constant(rng.integers(1, steps + 1, size=batch), tf.int32)
         eager_loss, eager_grads = loss_and_grads(x, lengths)
-        for compiled in (graph, xla):
+        for compiled in (graph, xla, plain) if (batch, steps) == (4, 7) else (graph, xla):
             loss, grads = compiled(x, lengths)
             np.testing.assert_allclose(loss, eager_loss, rtol=1e-5)
             for got, want in zip(grads, eager_grads):
                 np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
-    # 4 eager calls + one trace each for graph and XLA, whatever the shapes.
-    assert len(traces) == 4 + 2
+    # One trace each, whatever the shapes (and for plain, the values).
+    traces = [f.experimental_get_tracing_count() for f in (graph, xla, plain)]
+    assert traces == [1, 1, 1]
+
+
+@pytest.mark.parametrize("make, training", [
+    (lambda: make_fast(6, num_proj=3, proj_clip=0.3, cell_clip=1.0), True),
+    (lambda: make_fast(6, "backward", **OPTIONS), True),
+    (lambda: make_fast(6, "bidirectional", **OPTIONS), True),
+    (lambda: make_fast(6, layer_norm=True, **OPTIONS), True),
+    (lambda: make_fast(6, recurrent_dropout=0.5, layer_norm=True, **OPTIONS), False),
+], ids=["projection-proj_clip", "go_backwards", "bidirectional", "fallback-layer_norm",
+        "fallback-recurrent_dropout-inference"])
+def test_xla_matches_eager_on_every_path(padded, make, training):
+    """Loss and gradients (inputs, weights) under jit_compile=True equal the
+    eager ones, with a mask, beyond the peephole + clip case above."""
+    layer = make()
+    probes = probes_for(layer, padded.shape)
+    mask = lengths_mask()
+
+    def run(x):
+        return reference.values_and_grads(layer, x, probes, mask, training=training)
+
+    x = tf.constant(padded)
+    eager_values, eager_grads = run(x)
+    xla_values, xla_grads = tf.function(run, jit_compile=True)(x)
+    reference.assert_all_close(xla_values, eager_values, rtol=1e-4, atol=1e-5)
+    names = ["inputs"] + [w.path for w in layer.trainable_weights]
+    reference.assert_all_close(xla_grads, eager_grads, rtol=1e-4, atol=1e-5, names=names)
 
 
 def test_keras_fit_with_jit_compile_learns():
@@ -155,27 +229,40 @@ def test_keras_fit_with_jit_compile_learns():
     assert history.history["loss"][-1] < 0.8 * history.history["loss"][0]
 
 
+@pytest.mark.parametrize("layer_norm", [False, True], ids=["fast", "fallback"])
 @pytest.mark.parametrize("policy", ["mixed_float16", "mixed_bfloat16"])
-def test_mixed_precision_keeps_the_recurrence_in_float32(policy):
-    rng = np.random.default_rng(0)
-    x = rng.normal(size=(2, 6, 4)).astype("float32")
-    reference = PeepholeLSTM(5, return_sequences=True, cell_clip=1.0, num_proj=3)
-    expected = reference(x)
+def test_mixed_precision_keeps_the_recurrence_in_float32(policy, layer_norm, padded):
+    options = dict(return_sequences=True, cell_clip=1.0, num_proj=3, layer_norm=layer_norm)
+    mask = lengths_mask()
+    float32_layer = PeepholeLSTM(5, **options)
+    probes = probes_for(float32_layer, padded.shape)
+    expected, expected_grads = reference.values_and_grads(float32_layer, padded, probes, mask,
+                                                          training=True)
     keras.mixed_precision.set_global_policy(policy)
     try:
-        layer = PeepholeLSTM(5, return_sequences=True, cell_clip=1.0, num_proj=3)
-        layer.build(x.shape)
-        layer.set_weights(reference.get_weights())
+        layer = PeepholeLSTM(5, **options)
+        layer.build(padded.shape)
+        layer.set_weights(float32_layer.get_weights())
         assert layer.cell.compute_dtype == "float32"
         assert all(w.dtype == "float32" for w in layer.weights)
         for fn in (layer, tf.function(layer, jit_compile=True)):
-            out = fn(x)
+            out = fn(padded, mask=mask)
             assert out.dtype == policy.split("_")[1]
-            np.testing.assert_allclose(np.asarray(out, "float32"), expected, atol=3e-2)
-        with tf.GradientTape() as tape:
-            loss = tf.reduce_sum(tf.cast(layer(x, training=True), "float32"))
-        grads = tape.gradient(loss, layer.trainable_weights)
-        assert all(g.dtype == "float32" and np.isfinite(g).all() for g in grads)
+            np.testing.assert_allclose(np.asarray(out, "float32"), expected[0], atol=3e-2)
+            np.testing.assert_array_equal(np.asarray(out, "float32")[~mask.numpy()], 0.0)
+
+        def run(x):
+            return reference.values_and_grads(layer, x, probes, mask, training=True)
+
+        for fn in (run, tf.function(run, jit_compile=True)):
+            _, grads = fn(tf.constant(padded))
+            assert len(grads) == len(expected_grads) == 1 + len(layer.trainable_weights)
+            for got, want, variable in zip(grads, expected_grads,
+                                           [None] + layer.trainable_weights):
+                name = "inputs" if variable is None else variable.path
+                assert got.dtype == "float32", name
+                scale = np.abs(want).max()
+                np.testing.assert_allclose(got, want, atol=5e-2 * scale, err_msg=name)
     finally:
         keras.mixed_precision.set_global_policy("float32")
 

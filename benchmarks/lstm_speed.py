@@ -11,7 +11,9 @@ measured side by side mean anything):
 * ``naive_rnn``: keras.layers.RNN(PeepholeLSTMCell), the generic loop, the
   same way;
 * ``keras_lstm_xla``, ``naive_rnn_xla``: the same two with XLA;
-* ``torch_lstm``: torch.nn.LSTM, when torch is installed.
+* ``torch_lstm``: torch.nn.LSTM, when torch is installed;
+* ``matmul_floor``: not an LSTM but the matrix products of one (with XLA),
+  timed alone: the floor for any float32 LSTM built on XLA's kernels.
 
 Training = forward + backward + SGD update of a return_sequences layer with a
 mean-square loss. Prints one table of sequences/s and the ratios; ``--json``
@@ -85,6 +87,46 @@ def torch_runner(batch, steps, inputs, units):
     return train, infer
 
 
+def matmul_floor_runner(batch, steps, inputs, units):
+    """The matrix products an LSTM training step needs, and nothing else:
+    ``x W``; ``h U`` step by step (each step's ``h`` is a slice of the last
+    product, so the steps run in order as in an LSTM); ``dz U^T`` step by
+    step; the weight gradients ``H^T dZ`` and ``X^T dZ``, applied by SGD as
+    in the other runners (so XLA cannot drop any part of a product).
+    Inference: the first two."""
+    x = tf.random.normal((steps * batch, inputs))
+    w = tf.Variable(tf.random.normal((inputs, 4 * units), stddev=0.05))
+    u = tf.Variable(tf.random.normal((units, 4 * units), stddev=0.05))
+
+    def forward(x):
+        xz = tf.reshape(tf.matmul(x, w), [steps, batch, 4 * units])
+
+        def step(t, h, zs):
+            z = tf.matmul(h, u)
+            return t + 1, z[:, :units], zs.write(t, z)
+
+        _, _, zs = tf.while_loop(lambda t, *_: t < steps, step, (
+            0, tf.zeros([batch, units]), tf.TensorArray(tf.float32, steps)))
+        return zs.stack() + xz
+
+    @tf.function(jit_compile=True)
+    def train(x):
+        dz = forward(x)  # stands in for the gates' gradient
+
+        def step(t, dhs):
+            return t - 1, dhs.write(t, tf.matmul(dz[t], u, transpose_b=True))
+
+        _, dhs = tf.while_loop(lambda t, *_: t >= 0, step, (
+            steps - 1, tf.TensorArray(tf.float32, steps)))
+        dz = tf.reshape(dz, [-1, 4 * units])
+        u.assign_sub(1e-3 * tf.matmul(tf.reshape(dhs.stack(), [-1, units]), dz, transpose_a=True))
+        w.assign_sub(1e-3 * tf.matmul(x, dz, transpose_a=True))
+        return dz[0, 0]
+
+    infer = tf.function(forward, jit_compile=True)
+    return (lambda: train(x).numpy()), (lambda: infer(x).numpy())
+
+
 def implementations(batch, steps, inputs, units):
     peephole = dict(use_peepholes=True, cell_clip=3.0)
     runners = {
@@ -101,6 +143,7 @@ def implementations(batch, steps, inputs, units):
         runners["torch_lstm"] = torch_runner(batch, steps, inputs, units)
     except ImportError:
         pass
+    runners["matmul_floor"] = matmul_floor_runner(batch, steps, inputs, units)
     return runners
 
 
@@ -146,6 +189,10 @@ def main():
             print(f"{name:<16}{train:>14.1f}{infer:>14.1f}"
                   f"{ours['train'] / train:>13.2f}x{ours['infer'] / infer:>13.2f}x")
         print("(ratio = peephole_lstm / implementation: above 1 means ours is faster)")
+        budget, floor = (1000 * batch / rate for rate in (
+            2 * rates[("naive_rnn", "train")], rates[("matmul_floor", "train")]))
+        print(f"2x naive_rnn's training throughput = {budget:.1f} ms per batch; "
+              f"the matrix products alone take {floor:.1f} ms")
         results.append({"shape": shape, "rates": {f"{n}/{m}": r for (n, m), r in rates.items()}})
     if args.json:
         with open(args.json, "w") as f:

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_core import RNN_LAYERS, PeepholeLSTM, PeepholeLSTMCell, RNNStack, make_rnn
+from lstm_core import (RNN_LAYERS, PeepholeLSTM, PeepholeLSTMCell, RNNStack, make_rnn,
+                       register_rnn)
 from tests import lstm_reference as reference
 
 OPTIONS = dict(cell_clip=0.8, num_proj=3, proj_clip=0.6)
@@ -283,7 +284,9 @@ def test_model_saves_to_keras_file_and_reloads(tmp_path, padded):
     x = keras.layers.Masking(0.0)(inputs)
     x = RNNStack("peephole_lstm", 6, num_layers=2, bidirectional=True, residual=True,
                  dropout=0.2, cell_options=dict(cell_clip=1.0, num_proj=3))(x)
-    x = PeepholeLSTM(4, layer_norm=True)(x)
+    x = PeepholeLSTM(4, layer_norm=True, return_sequences=True)(x)
+    # The cell on its own, inside Keras's generic RNN layer.
+    x = keras.layers.RNN(PeepholeLSTMCell(3, num_proj=2, proj_clip=0.5))(x)
     model = keras.Model(inputs, x)
     path = tmp_path / "model.keras"
     model.save(path)
@@ -307,6 +310,18 @@ def test_residual_adds_input_where_sizes_match():
     plain.build(x.shape)
     residual.set_weights(plain.get_weights())
     np.testing.assert_allclose(residual(x), plain(x) + x, atol=1e-6)
+
+
+def test_register_rnn_adds_a_layer_recipes_can_name():
+    @register_rnn("tiny_lstm")
+    class TinyLSTM(keras.layers.LSTM):
+        pass
+
+    try:
+        assert isinstance(make_rnn("tiny_lstm", 3, return_sequences=True), TinyLSTM)
+        assert RNNStack("tiny_lstm", 3)(np.zeros((2, 4, 5), "float32")).shape == (2, 4, 3)
+    finally:
+        del RNN_LAYERS["tiny_lstm"]
 
 
 def test_unknown_cell_names_the_registered_ones():

@@ -12,12 +12,13 @@ from tests import lstm_reference as reference
 
 OPTIONS = dict(cell_clip=0.8, num_proj=3, proj_clip=0.6)
 LENGTHS = [5, 3, 1]
+PADDED_SHAPE = (len(LENGTHS), max(LENGTHS), 4)
 
 
 @pytest.fixture
 def padded():
     rng = np.random.default_rng(0)
-    x = rng.normal(size=(3, 5, 4)).astype("float32")
+    x = rng.normal(size=PADDED_SHAPE).astype("float32")
     for row, length in enumerate(LENGTHS):
         x[row, length:] = 0.0
     return x
@@ -27,29 +28,31 @@ def run_one_by_one(layer, x):
     return [layer(x[row:row + 1, :length]) for row, length in enumerate(LENGTHS)]
 
 
-def lengths_mask(steps=5):
-    return tf.constant(np.arange(steps)[None, :] < np.array(LENGTHS)[:, None])
+def lengths_mask():
+    """The mask of the ``padded`` batch."""
+    return tf.constant(np.arange(max(LENGTHS))[None, :] < np.array(LENGTHS)[:, None])
 
 
-def make_fast(units, direction="forward", seed=0, shape=(3, 5, 4), **options):
+def make_fast(units, direction="forward", **options):
     """A built PeepholeLSTM, with go_backwards or in Bidirectional as
     ``direction`` says, and weights large enough for the clips to act."""
     layer = PeepholeLSTM(units, return_sequences=True, go_backwards=direction == "backward",
                          **options)
     if direction == "bidirectional":
         layer = keras.layers.Bidirectional(layer)
-    layer.build(shape)
-    rng = np.random.default_rng(seed)
+    layer.build(PADDED_SHAPE)
+    rng = np.random.default_rng(0)
     layer.set_weights([rng.normal(scale=0.7, size=w.shape).astype("float32")
                        for w in layer.get_weights()])
     return layer
 
 
-def probes_for(layer, shape, seed=1):
-    """Random weights for each of ``layer``'s outputs in a scalar loss."""
-    shapes = layer.compute_output_shape(shape)
+def probes_for(layer):
+    """Random weights for each of ``layer``'s outputs, on the ``padded``
+    batch, in a scalar loss."""
+    shapes = layer.compute_output_shape(PADDED_SHAPE)
     shapes = list(shapes) if isinstance(shapes[0], (list, tuple)) else [shapes]
-    rng = np.random.default_rng(seed)
+    rng = np.random.default_rng(1)
     return [tf.constant(rng.normal(size=s).astype("float32")) for s in shapes]
 
 
@@ -78,7 +81,7 @@ def test_last_output_of_a_padded_batch_is_each_sequences_own(padded, layer_norm)
 def test_zero_output_for_mask_false_repeats_the_last_output(padded, training):
     fast = make_fast(6, zero_output_for_mask=False, use_peepholes=True, **OPTIONS)
     naive = reference.naive_twin(fast, padded.shape)
-    probes = probes_for(fast, padded.shape)
+    probes = probes_for(fast)
     (fast_out,), fast_grads = reference.values_and_grads(fast, padded, probes, lengths_mask(),
                                                          training=training)
     (naive_out,), naive_grads = reference.values_and_grads(naive, padded, probes, lengths_mask(),
@@ -151,7 +154,7 @@ def test_matches_naive_rnn_with_initial_state_and_gradients(padded, direction, t
     directions = 2 if direction == "bidirectional" else 1
     state = [rng.normal(scale=0.5, size=(3, size)).astype("float32")
              for _ in range(directions) for size in (options.get("num_proj") or 4, 4)]
-    probes = probes_for(fast, padded.shape)
+    probes = probes_for(fast)
     assert len(probes) == 1 + len(state)
     results = [reference.values_and_grads(layer, padded, probes, lengths_mask(), state, training)
                for layer in (fast, naive)]
@@ -204,7 +207,7 @@ def test_xla_matches_eager_on_every_path(padded, make, training):
     """Loss and gradients (inputs, weights) under jit_compile=True equal the
     eager ones, with a mask, beyond the peephole + clip case above."""
     layer = make()
-    probes = probes_for(layer, padded.shape)
+    probes = probes_for(layer)
     mask = lengths_mask()
 
     def run(x):
@@ -236,7 +239,7 @@ def test_mixed_precision_keeps_the_recurrence_in_float32(policy, layer_norm, pad
     options = dict(return_sequences=True, cell_clip=1.0, num_proj=3, layer_norm=layer_norm)
     mask = lengths_mask()
     float32_layer = PeepholeLSTM(5, **options)
-    probes = probes_for(float32_layer, padded.shape)
+    probes = probes_for(float32_layer)
     expected, expected_grads = reference.values_and_grads(float32_layer, padded, probes, mask,
                                                           training=True)
     keras.mixed_precision.set_global_policy(policy)
@@ -297,7 +300,7 @@ def test_model_saves_to_keras_file_and_reloads(tmp_path, padded):
 @pytest.mark.parametrize("cell", sorted(RNN_LAYERS))
 def test_stack_builds_every_registered_cell(cell, padded):
     stack = RNNStack(cell, 4, num_layers=2, bidirectional=True, residual=True, dropout=0.1)
-    out = stack(padded, mask=np.arange(5)[None, :] < np.array(LENGTHS)[:, None], training=True)
+    out = stack(padded, mask=lengths_mask(), training=True)
     assert out.shape == (3, 5, 8)
     assert stack.compute_output_shape((3, 5, 4)) == (3, 5, 8)
 

@@ -15,14 +15,20 @@ from lstm_core.errors import UserError
 ENTRY_POINT_GROUP = "lstm_suite.apps"
 
 
+METRIC_MODES = ("max", "min")
+
+
 class App:
     """What an application gives the core.
 
-    ``assets`` is a JSON-serializable dict the app builds from the training
-    data (vocabularies, tag lists, feature settings). The trainer saves it in
-    the run directory as ``assets.json`` and hands it back on resume,
-    evaluation, prediction and export, so a run never re-reads training data
-    just to rebuild a vocabulary.
+    ``assets`` is what the app builds from the training data: a
+    JSON-serializable dict (vocabularies, tag lists, feature settings) and,
+    when it needs them, files (a subword model, normalisation statistics).
+    The trainer keeps both in the run directory (``assets.json``,
+    ``assets/``) and hands them back on resume, evaluation, prediction and
+    export as a :class:`lstm_core.runs.Assets` (the dict, plus
+    ``assets.file(name)``), so a run never re-reads training data just to
+    rebuild a vocabulary; the export copies the files into the SavedModel.
     """
 
     #: Name used in recipes (``app: ner``).
@@ -31,12 +37,27 @@ class App:
     #: ``model`` sections; the core owns ``train`` and ``export``.
     data_schema: dict = {}
     model_schema: dict = {}
-    #: Name of the dev metric that picks the best checkpoint (higher is
-    #: better unless ``metric_mode == "min"``).
+    #: Schema of the ``decode`` section: settings of decoding (beam width,
+    #: length penalty, maximum output length) that ``evaluate``, ``predict``
+    #: and ``export`` may change with ``--set decode.KEY=VALUE`` after
+    #: training, since they are not part of the trained model.
+    decode_schema: dict = {}
+    #: Name of the dev metric that picks the best checkpoint, and whether
+    #: higher (``"max"``) or lower (``"min"``: error rates, losses) is better.
+    #: Without a metric the dev loss picks it.
     metric: str = ""
     metric_mode: str = "max"
 
-    def build_assets(self, config: dict, data_root) -> dict:
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if cls.metric_mode not in METRIC_MODES:
+            raise TypeError(f"{cls.__name__}.metric_mode must be one of {', '.join(METRIC_MODES)}, "
+                            f"got {cls.metric_mode!r}")
+
+    def build_assets(self, config: dict, data_root, folder) -> dict:
+        """The JSON assets of a new run; files the app needs (a subword
+        model, say) it writes into ``folder``, a new empty directory that
+        becomes the run's ``assets/``."""
         raise NotImplementedError
 
     def build_data(self, config: dict, data_root, assets: dict):
@@ -61,10 +82,16 @@ class App:
         return None
 
     def evaluate(self, model, config: dict, data_root, assets: dict,
-                 path=None) -> dict:
-        """Score ``model`` on the dev split (or on the file ``path``).
-        Returns flat ``{metric_name: float}`` including :attr:`metric`, and
-        may carry a printable ``"report"`` string."""
+                 path=None, final=False) -> dict:
+        """Score ``model`` on the dev split (or on ``path``: a file, folder or
+        manifest the app reads). ``final`` is False for the dev score of each
+        training epoch, which should be cheap (greedy decoding, say), and
+        True for a final or test score (``lstm-suite evaluate``, the test
+        sets at the end of training), which decodes fully (beam search).
+        Returns flat ``{name: value}``: floats (including :attr:`metric`)
+        are shown with the progress and picked up by early stopping and
+        plateaus; integers are counts, recorded in ``metrics.jsonl`` only.
+        May carry a printable ``"report"`` string."""
         raise NotImplementedError
 
     def test_sets(self, config: dict) -> dict:

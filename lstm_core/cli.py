@@ -28,7 +28,7 @@ def load_config(recipe_path, overrides=(), data_dir=None):
     are checked to exist under the root."""
     from lstm_core.apps import available_apps, get_app
     from lstm_core.recipes import RecipeError, data_root, load_recipe, resolve_data_files, validate
-    from lstm_core.trainer import recipe_schema
+    from lstm_core.schema import recipe_schema
 
     recipe = load_recipe(recipe_path, overrides)
     name = recipe.raw.get("app")
@@ -68,12 +68,13 @@ def command_train(args):
 
 def command_evaluate(args):
     from lstm_core.recipes import data_root
-    from lstm_core.trainer import load_run
+    from lstm_core.runs import load_run
 
-    if args.data and not Path(args.data).is_file():
-        raise UserError(f"--data {args.data}: file not found")
-    app, config, assets, model = load_run(args.run_dir, args.data_dir)
-    scores = dict(app.evaluate(model, config, data_root(args.data_dir)[0], assets, args.data))
+    if args.data and not Path(args.data).exists():
+        raise UserError(f"--data {args.data}: no such file or directory")
+    app, config, assets, model = load_run(args.run_dir, args.data_dir, args.set)
+    scores = dict(app.evaluate(model, config, data_root(args.data_dir)[0], assets, args.data,
+                               final=True))
     report = scores.pop("report", None)
     if report:
         print(report.rstrip())
@@ -82,20 +83,21 @@ def command_evaluate(args):
 
 
 def command_predict(args):
-    from lstm_core.trainer import load_run
+    from lstm_core.runs import load_run
 
     if not Path(args.input).exists():
         raise UserError(f"{args.input}: input file not found")
     if args.output and Path(args.output).exists() and not args.force:
         raise UserError(f"{args.output} exists; won't overwrite it (use --force)")
-    app, config, assets, model = load_run(args.run_dir)
+    app, config, assets, model = load_run(args.run_dir, overrides=args.set)
     app.predict(model, config, assets, args.input, args.output)
 
 
 def command_export(args):
     from lstm_core.export import export_run
 
-    out = export_run(args.run_dirs, args.out_dir, check=False if args.no_check else None)
+    out = export_run(args.run_dirs, args.out_dir, check=False if args.no_check else None,
+                     overrides=args.set)
     print(f"exported {out}")
 
 
@@ -144,15 +146,15 @@ def keys_help():
     """The epilog of ``train``/``finetune``: every recipe key of the core and
     of each installed app."""
     from lstm_core.apps import available_apps, get_app
-    from lstm_core.export import EXPORT_SCHEMA
-    from lstm_core.trainer import TRAIN_SCHEMA
+    from lstm_core.schema import EXPORT_SCHEMA, TRAIN_SCHEMA
 
     lines = ["recipe keys (set with --set KEY=VALUE or in the YAML):",
              *schema_help(TRAIN_SCHEMA, "train."), *schema_help(EXPORT_SCHEMA, "export.")]
     for name in available_apps():
         app = get_app(name)
         lines += ["", f"app: {name}", *schema_help(app.data_schema, "data."),
-                  *schema_help(app.model_schema, "model.")]
+                  *schema_help(app.model_schema, "model."),
+                  *schema_help(app.decode_schema, "decode.")]
     return "\n".join(lines + ["", EPILOG])
 
 
@@ -199,17 +201,22 @@ def build_parser():
                          help="override a recipe value, e.g. train.epochs=3 (repeatable)")
         sub.add_argument("--quiet", action="store_true", help="no progress output")
 
-    sub = command("evaluate", command_evaluate, "score a trained run on its dev set or a file",
-                  epilog=EPILOG)
+    decode_help = ("change a decoding setting of the trained model, e.g. decode.beam_width=8 "
+                   "(repeatable; only decode.* keys)")
+    sub = command("evaluate", command_evaluate, "score a trained run on its dev set or other data "
+                  "(a full decode, as for a test set)", epilog=EPILOG)
     sub.add_argument("run_dir")
-    sub.add_argument("--data", metavar="FILE", help="file to score instead of the recipe's dev set")
+    sub.add_argument("--data", metavar="PATH",
+                     help="file, folder or manifest to score instead of the recipe's dev set")
     sub.add_argument("--data-dir", help="data root for the recipe's data paths")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=decode_help)
 
     sub = command("predict", command_predict, "run a trained model on an input file")
     sub.add_argument("run_dir")
     sub.add_argument("input", help="input file (the app says which formats)")
     sub.add_argument("--output", metavar="FILE", help="output file (default: standard output)")
     sub.add_argument("--force", action="store_true", help="overwrite an existing --output file")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=decode_help)
 
     sub = command("export", command_export, "write a SavedModel for serving with plain TensorFlow")
     sub.add_argument("run_dirs", nargs="+", metavar="RUN_DIR",
@@ -218,6 +225,7 @@ def build_parser():
     sub.add_argument("out_dir", metavar="OUT_DIR", help="new (or empty) directory for the SavedModel")
     sub.add_argument("--no-check", action="store_true",
                      help="skip loading the export in a fresh process to compare outputs")
+    sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=decode_help)
 
     command("recipes", command_recipes, "list the bundled recipes")
     return parser

@@ -14,12 +14,7 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_core.errors import UserError
-from lstm_core.recipes import Field
-
-EXPORT_SCHEMA = {
-    "check": Field(bool, True, doc="after exporting, load the SavedModel in a fresh process with "
-                                   "only TensorFlow and compare its outputs on the app's example"),
-}
+from lstm_core.runs import atomic_path, load_run
 
 
 def jsonable(outputs):
@@ -98,7 +93,7 @@ def _same(expected, served):
     return True
 
 
-def export_run(run_dirs, out_dir, *, check=None):
+def export_run(run_dirs, out_dir, *, check=None, overrides=()):
     """Write the serving SavedModel of a run, or of an ensemble of runs that
     share their vocabularies (a list of run directories, say seeds or
     variants of one recipe: the app averages their models),
@@ -107,17 +102,15 @@ def export_run(run_dirs, out_dir, *, check=None):
     next to it and renamed into place only after saving (and the
     fresh-process check, when ``check`` or, if None, the recipe's
     ``export.check`` says so) succeeded."""
-    from lstm_core.trainer import atomic_path, load_run
-
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} exists and is not empty; won't overwrite it "
                         "(choose a new OUT_DIR or remove the old one)")
     run_dirs = [run_dirs] if isinstance(run_dirs, (str, os.PathLike)) else list(run_dirs)
-    runs = [load_run(run_dir) for run_dir in run_dirs]
+    runs = [load_run(run_dir, overrides=overrides) for run_dir in run_dirs]
     app, config, assets, model = runs[0]
     for run_dir, (other_app, _, other_assets, _) in zip(run_dirs[1:], runs[1:]):
-        if other_app.name != app.name or other_assets != assets:
+        if other_app.name != app.name or not other_assets.same_as(assets):
             raise UserError(f"{run_dir} cannot join an ensemble with {run_dirs[0]}: its app or "
                             "vocabularies (assets.json) differ; ensemble runs of one recipe and data")
     if len(runs) > 1:

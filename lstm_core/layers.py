@@ -250,3 +250,16 @@ class RNNStack(keras.layers.Layer):
             "residual": self.residual,
             "cell_options": self.cell_options,
         }
+
+
+def rnn_arguments(cell) -> set:
+    """Keyword arguments the registered recurrent layer ``cell`` accepts
+    (its constructor's and its base classes', a peephole layer's cell's)."""
+    if cell not in RNN_LAYERS:
+        raise ValueError(f"unknown cell {cell!r}; registered: {', '.join(sorted(RNN_LAYERS))}")
+    names = set(CELL_ARGUMENTS) if issubclass(RNN_LAYERS[cell], PeepholeLSTM) else set()
+    for base in RNN_LAYERS[cell].__mro__:
+        if "__init__" in vars(base) and issubclass(base, keras.layers.Layer):
+            names |= set(inspect.signature(base.__init__).parameters)
+    base_layer = {"trainable", "dtype", "autocast", "name", "activity_regularizer", "input_dim"}
+    return (names | base_layer) - {"self", "units", "kwargs", "args", "cell"}

@@ -35,7 +35,7 @@ from lstm_core.errors import UserError
 
 __all__ = [
     "REQUIRED", "Field", "Recipe", "RecipeError", "load_recipe", "validate", "resolve_data_files",
-    "data_root", "dump_config", "read_config", "diff_configs", "set_dotted", "get_dotted",
+    "data_root", "read_config", "with_overrides", "diff_configs", "set_dotted", "get_dotted",
 ]
 
 DATA_ENV = "LSTM_SUITE_DATA"
@@ -154,6 +154,13 @@ def load_recipe(path, overrides: Sequence[str] = ()) -> Recipe:
     """Read the recipe at ``path``, follow its ``extends`` chain and apply
     ``--set`` overrides (``"train.epochs=3"``; the value is YAML)."""
     raw, where = _load_chain(Path(path), str(path), referrer=None, chain=())
+    return with_overrides(Recipe(path, raw, where), overrides)
+
+
+def with_overrides(recipe: Recipe, overrides: Sequence[str]) -> Recipe:
+    """``recipe`` with ``--set`` overrides merged over it, each value
+    remembering the override it came from."""
+    raw, where = recipe.raw, recipe._locations
     for text in overrides:
         key, eq, value_text = text.partition("=")
         key = key.strip()
@@ -163,7 +170,7 @@ def load_recipe(path, overrides: Sequence[str] = ()) -> Recipe:
         over: dict = {}
         set_dotted(over, key, value)
         raw, where = _merge_located(raw, where, over, dict.fromkeys(_paths(over), f"--set {text}"))
-    return Recipe(path, raw, where)
+    return Recipe(recipe.path, raw, where)
 
 
 def _load_chain(path: Path, shown: str, referrer: str | None, chain: tuple):
@@ -474,27 +481,8 @@ def _package_dirs(name: str) -> list[str] | None:
 # -- recording ----------------------------------------------------------------
 
 
-def dump_config(config: dict, path) -> None:
-    """Write the resolved config as YAML, atomically: a crash never leaves a
-    half-written config in a run directory (that would break resuming)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    text = yaml.safe_dump(config, sort_keys=False, default_flow_style=False, allow_unicode=True)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    try:
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o666)  # honours the umask
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    finally:
-        if tmp.exists():
-            tmp.unlink()
-
-
 def read_config(path) -> dict:
-    """Read a config written by :func:`dump_config`."""
+    """Read a config written by :func:`lstm_core.runs.write_config`."""
     path = Path(path)
     try:
         text = path.read_text(encoding="utf-8")

@@ -9,7 +9,7 @@ import tensorflow as tf
 
 from lstm_core import export
 from lstm_core.errors import UserError
-from lstm_core.trainer import load_run
+from lstm_core.runs import load_run
 from tests.toy_app import ToyApp, toy_app, trained_run  # noqa: F401
 
 

@@ -18,7 +18,7 @@ from lstm_core.crf import viterbi_decode
 from lstm_core.errors import UserError
 from lstm_core.export import check_in_fresh_process
 from lstm_core.recipes import read_config
-from lstm_core.trainer import load_run
+from lstm_core.runs import load_run
 
 NAMES = ["Anna Berg", "Omar Haddad", "Li Wei"]
 PLACES = ["Paris", "Oslo", "Lima"]

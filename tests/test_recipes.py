@@ -7,13 +7,13 @@ from pathlib import Path
 import pytest
 
 from lstm_core.errors import UserError
+from lstm_core.runs import write_config
 from lstm_core.recipes import (
     REQUIRED,
     Field,
     RecipeError,
     data_root,
     diff_configs,
-    dump_config,
     get_dotted,
     load_recipe,
     read_config,
@@ -434,17 +434,17 @@ def test_data_root_precedence(tmp_path, monkeypatch):
 # -- records ------------------------------------------------------------------
 
 
-def test_dump_and_read_round_trip_atomically(tmp_path):
+def test_write_and_read_round_trip_atomically(tmp_path):
     config = {"train": {"epochs": 3, "optimizer": {"learning_rate": 1e-5}}, "app": "ner",
               "data": {"train_file": "/x/ü.txt", "test_file": None}, "model": {"layers": [1, 2]}}
     path = tmp_path / "run" / "recipe.yaml"
-    dump_config(config, path)
+    write_config(config, path)
     assert list(path.parent.iterdir()) == [path]  # no temp file left behind
     text = path.read_text(encoding="utf-8")
     assert text.index("train:") < text.index("app:")  # keys keep their order
     assert read_config(path) == config
     config["train"]["epochs"] = 4
-    dump_config(config, path)
+    write_config(config, path)
     assert read_config(path)["train"]["epochs"] == 4
     assert list(path.parent.iterdir()) == [path]
 

@@ -15,7 +15,7 @@ import keras
 import numpy as np
 import pytest
 
-from lstm_core import trainer
+from lstm_core import runs, trainer
 from lstm_core.errors import UserError
 from lstm_core.recipes import RecipeError, read_config
 from tests.toy_app import pad, toy_app, toy_config, trained_run, write_recipe  # noqa: F401
@@ -28,11 +28,11 @@ def records(run):
 
 
 def checkpoint_names(run):
-    return [p.name for p in trainer._checkpoints(run)]
+    return [p.name for p in runs.checkpoints(run)]
 
 
 def steps_per_epoch(app, config, root):
-    return int(app.build_data(config, root, app.build_assets(config, root))[0].cardinality())
+    return int(app.build_data(config, root, app.build_assets(config, root, None))[0].cardinality())
 
 
 def test_a_run_writes_its_directory(trained_run, toy_app, tmp_path, capsys):
@@ -46,13 +46,13 @@ def test_a_run_writes_its_directory(trained_run, toy_app, tmp_path, capsys):
     lines = records(run)
     assert [r["epoch"] for r in lines] == [1, 2]
     for record in lines:
-        assert {"epoch", "step", "loss", "val_loss", "dev_accuracy", "learning_rate", "seconds"} <= set(record)
+        assert {"epoch", "step", "loss", "dev_accuracy", "learning_rate", "seconds"} <= set(record)
     result = json.loads((run / "result.json").read_text())
     assert result["best"]["dev_accuracy"] == max(r["dev_accuracy"] for r in lines)
     assert "accuracy" in (run / "report.txt").read_text()
 
     # load_run gives the best model, as best.keras holds it
-    app, config, assets, model = trainer.load_run(run)
+    app, config, assets, model = runs.load_run(run)
     assert config == read_config(run / "recipe.yaml") and assets == {"labels": ["negative", "positive"]}
     x = pad([np.array([0.5, -1.0, 2.0]), np.array([-1.0, 0.2])])
     np.testing.assert_allclose(model(x), keras.saving.load_model(run / "best.keras")(x), atol=1e-6)
@@ -157,7 +157,7 @@ def test_a_best_model_checkpointed_but_not_yet_published_is_published_on_resume(
         raise KeyboardInterrupt
 
     with monkeypatch.context() as patch:
-        patch.setattr(trainer, "publish_best", killed)
+        patch.setattr(runs, "publish_best", killed)
         with pytest.raises(KeyboardInterrupt):
             trainer.train(app, config, run, root, quiet=True)
     checkpoint = run / "checkpoints" / "ckpt-0001-0000000"

@@ -64,7 +64,7 @@ class ToyApp(App):
     }
     model_schema = {"units": Field(int, 8, min=1, doc="LSTM units")}
 
-    def build_assets(self, config, data_root):
+    def build_assets(self, config, data_root, folder):
         return {"labels": LABELS}
 
     def build_data(self, config, data_root, assets):
@@ -97,7 +97,7 @@ class ToyApp(App):
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         return [np.asarray(r["values"], "float32") for r in rows], [r.get("label") for r in rows]
 
-    def evaluate(self, model, config, data_root, assets, path=None):
+    def evaluate(self, model, config, data_root, assets, path=None, final=False):
         if path is None:
             xs, ys = sequences(config["train"]["seed"] + 1000, config["data"]["dev_size"],
                                config["data"]["max_length"])

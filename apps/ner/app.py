@@ -12,6 +12,7 @@ from apps.ner.metrics import entity_scores, format_report
 from lstm_core.apps import App
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field
+from lstm_core.schema import check_rnn_options
 
 SCHEMES = ["bio", "iobes"]
 OPTIONAL_PATH = (str, type(None))
@@ -88,7 +89,7 @@ class NERApp(App):
             raise UserError(f"{source}: no sentences (the file is empty or has only -DOCSTART- lines)")
         return conll.convert_sentences(sentences, data["scheme"])
 
-    def build_assets(self, config, data_root):
+    def build_assets(self, config, data_root, folder):
         data = config["data"]
         train = self.sentences(config, "train")
         vocab = conll.build_vocab(train, min_count=data["min_count"], lowercase=data["lowercase"],
@@ -147,6 +148,7 @@ class NERApp(App):
         from lstm_core.crf import allowed_transitions
 
         model = config["model"]
+        check_rnn_options("model.encoder", model["encoder"]["cell"], model["encoder"]["cell_options"])
         allowed = None
         if model["output"] == "crf" and model["constrained"]:
             allowed = [a.tolist() for a in allowed_transitions(assets["tags"], assets["scheme"])]
@@ -176,7 +178,7 @@ class NERApp(App):
 
     # -- use ------------------------------------------------------------------
 
-    def evaluate(self, model, config, data_root, assets, path=None):
+    def evaluate(self, model, config, data_root, assets, path=None, final=False):
         sentences = self.sentences(config, "dev", path)
         predicted = self.serving(model, assets).tag([s.tokens for s in sentences])
         gold = [conll.convert_tags(s.tags, config["data"]["scheme"], "bio") for s in sentences]

@@ -1,0 +1,266 @@
+"""The run directory: what a run writes, and how a finished or interrupted
+run is read back (for resuming, evaluating, predicting and exporting).
+
+A run directory holds::
+
+    recipe.yaml        the config, every default filled in (a resume must match
+                       it, the ``decode`` section aside); data paths as written,
+                       relative to the data root
+    assets.json        the app's vocabularies etc. (JSON), built once
+    assets/            the app's asset files (a subword model, statistics as
+                       arrays), built once; exported as SavedModel assets
+    checkpoints/       ckpt-EEEE-SSSSSSS/{state.weights.h5,state.json}, the last 2
+                       (and best.keras, report.txt when the epoch was the best)
+    best.keras         the best model on dev by the app's metric
+    report.txt         the app's printable dev report of that model
+    metrics.jsonl      one JSON line per epoch
+    plots/             loss.png and dev_<metric>.png
+    logs/              TensorBoard
+    result.json        written when the run is complete
+
+Every file is written into a temporary name next to its target and renamed
+into place (:func:`atomic_path`), so a run killed at any moment leaves either
+the old or the new version of each file, never half of one.
+
+TensorFlow is imported only by :func:`load_run`: the file helpers serve the
+recipe loader too.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import filecmp
+import json
+import os
+import shutil
+from pathlib import Path
+from typing import NamedTuple
+
+import yaml
+
+from lstm_core.errors import UserError
+
+KEEP_CHECKPOINTS = 2
+ASSET_FILES = "assets"
+
+
+# -- atomic files ----------------------------------------------------------------
+
+
+def remove(path):
+    """Remove a file, link or directory tree if it exists."""
+    if os.path.isdir(path) and not os.path.islink(path):
+        shutil.rmtree(path, ignore_errors=True)
+    elif os.path.lexists(path):
+        os.remove(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path):
+    """Yield a temporary path next to ``path`` (same name ending, for writers
+    that go by the suffix); on success rename it onto ``path`` in one step,
+    on failure remove it. Works for files and directories (a directory
+    target must be absent or empty)."""
+    path = Path(path)
+    tmp = path.with_name(f".tmp-{os.getpid()}-{path.name}")
+    remove(tmp)
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException:
+        remove(tmp)
+        raise
+
+
+def write_text(path, text):
+    """Write ``text`` to ``path`` atomically, flushed to disk before the
+    rename so that a crash right after leaves the whole file."""
+    with atomic_path(path) as tmp:
+        with open(tmp, "w", encoding="utf-8") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+
+
+def write_json(path, value):
+    write_text(path, json.dumps(value, indent=1) + "\n")
+
+
+def read_json(path):
+    return json.loads(Path(path).read_text(encoding="utf-8"))
+
+
+def write_config(config: dict, path) -> None:
+    """Write a resolved config as YAML (``recipes.read_config`` reads it)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    write_text(path, yaml.safe_dump(config, sort_keys=False, default_flow_style=False,
+                                    allow_unicode=True))
+
+
+def remove_stale(run_dir):
+    """Temporary files a killed process left in the run directory."""
+    run_dir = Path(run_dir)
+    for stale in [*run_dir.glob(".tmp-*"), *(run_dir / "checkpoints").glob(".tmp-*")]:
+        remove(stale)
+
+
+# -- assets ------------------------------------------------------------------------
+
+
+class Assets(dict):
+    """An app's assets: the JSON values of ``assets.json`` (this dict) and
+    the files of the run's ``assets/`` folder (``folder``), such as a
+    SentencePiece model. Apps read a file with :meth:`file`."""
+
+    def __init__(self, values=(), folder=None):
+        super().__init__(values)
+        self.folder = Path(folder) if folder is not None else None
+
+    def file(self, name) -> Path:
+        """The path of the asset file ``name``."""
+        path = self.folder / name if self.folder is not None else None
+        if path is None or not path.is_file():
+            raise UserError(f"asset file {name!r} is missing from {self.folder}; the run "
+                            "directory is incomplete (copy it whole)")
+        return path
+
+    def files(self) -> list[Path]:
+        """Every asset file, sorted by name."""
+        if self.folder is None or not self.folder.is_dir():
+            return []
+        return sorted(p for p in self.folder.rglob("*") if p.is_file())
+
+    def same_as(self, other: Assets) -> bool:
+        """Equal values and byte-identical files."""
+        names = [p.relative_to(self.folder) for p in self.files()]
+        others = [p.relative_to(other.folder) for p in other.files()]
+        return (dict(self) == dict(other) and names == others and
+                all(filecmp.cmp(self.folder / n, other.folder / n, shallow=False) for n in names))
+
+
+def load_assets(run_dir) -> Assets:
+    run_dir = Path(run_dir)
+    return Assets(read_json(run_dir / "assets.json"), run_dir / ASSET_FILES)
+
+
+def save_assets(run_dir, assets: Assets):
+    """Write ``assets.json`` and move the asset files into the run
+    directory (the folder last: its presence is not the commit point)."""
+    run_dir = Path(run_dir)
+    target = run_dir / ASSET_FILES
+    if assets.folder is not None and assets.folder.is_dir() and assets.folder != target:
+        remove(target)
+        shutil.copytree(assets.folder, target.with_name(f".tmp-{os.getpid()}-{ASSET_FILES}"))
+        os.replace(target.with_name(f".tmp-{os.getpid()}-{ASSET_FILES}"), target)
+    write_json(run_dir / "assets.json", dict(assets))
+    return Assets(assets, target)
+
+
+# -- checkpoints and the best model --------------------------------------------------
+
+
+def checkpoints(run_dir) -> list[Path]:
+    """Complete checkpoints of a run, oldest first (names sort by progress)."""
+    folder = Path(run_dir) / "checkpoints"
+    return sorted(p for p in folder.glob("ckpt-*") if (p / "state.json").is_file()) if folder.is_dir() else []
+
+
+def checkpoint_path(run_dir, epoch, step) -> Path:
+    """The checkpoint after ``epoch`` whole epochs and ``step`` more steps."""
+    return Path(run_dir) / "checkpoints" / f"ckpt-{epoch:04d}-{step:07d}"
+
+
+def prune_checkpoints(run_dir):
+    for old in checkpoints(run_dir)[:-KEEP_CHECKPOINTS]:
+        remove(old)
+
+
+def publish_best(checkpoint, run_dir):
+    """Copy the best model (and report) a checkpoint holds into the run
+    directory, each file atomically."""
+    for name in ("best.keras", "report.txt"):
+        if (Path(checkpoint) / name).is_file():
+            with atomic_path(Path(run_dir) / name) as tmp:
+                shutil.copyfile(Path(checkpoint) / name, tmp)
+
+
+def model_file(run_dir) -> Path:
+    """The weights a finished or interrupted run is used with: best.keras,
+    else the last checkpoint."""
+    run_dir = Path(run_dir)
+    if (run_dir / "best.keras").is_file():
+        return run_dir / "best.keras"
+    found = checkpoints(run_dir)
+    if found:
+        return found[-1] / "state.weights.h5"
+    raise UserError(f"{run_dir} holds no trained model yet (no best.keras, no checkpoint)")
+
+
+def load_weights(model, path):
+    try:
+        model.load_weights(str(path))
+    except (ValueError, KeyError) as error:
+        raise UserError(f"cannot load weights from {path} into this model ({error}); "
+                        "was it trained with the same model settings?") from None
+
+
+def init_source(init_from) -> tuple[Path, Assets]:
+    """(weights file, assets) of a run directory or a model file to fine-tune
+    from; the assets make token ids match the weights."""
+    path = Path(init_from)
+    if not path.exists():
+        raise UserError(f"--from {path}: no such run directory or model file")
+    run_dir = path if path.is_dir() else path.parent
+    if not (run_dir / "assets.json").is_file():
+        raise UserError(f"--from {path}: no assets.json next to it, so its vocabulary is unknown")
+    return (model_file(path) if path.is_dir() else path), load_assets(run_dir)
+
+
+@contextlib.contextmanager
+def precision_policy(name):
+    """The Keras dtype policy for building a model, restored afterwards: a
+    run's model is built, trained, scored and exported under the policy its
+    recipe names."""
+    import keras
+
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
+
+
+# -- using a run -----------------------------------------------------------------------
+
+
+class Run(NamedTuple):
+    app: object
+    config: dict
+    assets: Assets
+    model: object
+
+
+def load_run(run_dir, data_dir=None, overrides=()) -> Run:
+    """The app, config, assets and model of a run, the model built by the
+    app under the run's dtype policy and given the weights of best.keras
+    (else of the last checkpoint); the recorded data paths resolved against
+    the data root of ``data_dir`` (else ``$LSTM_SUITE_DATA``, else ./data),
+    wherever the data is now. ``overrides`` (``--set`` strings) may change
+    the ``decode`` section only: everything else is the trained model."""
+    from lstm_core.apps import get_app
+    from lstm_core.recipes import data_root, read_config
+    from lstm_core.schema import apply_decode_overrides, with_data_files
+
+    run_dir = Path(run_dir)
+    if not (run_dir / "recipe.yaml").is_file():
+        raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
+    config = read_config(run_dir / "recipe.yaml")
+    app = get_app(config["app"])
+    config = apply_decode_overrides(app, config, overrides)
+    config = with_data_files(app, config, data_root(data_dir))
+    assets = load_assets(run_dir)
+    with precision_policy(config["train"]["mixed_precision"]):
+        model = app.build_model(config, assets)
+    load_weights(model, model_file(run_dir))
+    return Run(app, config, assets, model)

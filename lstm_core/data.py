@@ -66,6 +66,74 @@ def _dense(*parts):
     return parts if len(parts) > 1 else parts[0]
 
 
+def _dense_if_ragged(dataset):
+    """``padded_batch`` wants tensors: ragged components become dense."""
+    if any(isinstance(s, tf.RaggedTensorSpec) for s in tf.nest.flatten(dataset.element_spec)):
+        return dataset.map(_dense, num_parallel_calls=AUTOTUNE)
+    return dataset
+
+
+def _element(args):
+    """The element a tf.data function got as ``*args`` (tuples are spread)."""
+    return args if len(args) > 1 else args[0]
+
+
+def _bucket_shape(shape, longest):
+    """Padded shape in a bucket: a variable first dimension padded to the
+    bucket's ``longest`` length, other variable dimensions (-1) to the batch
+    maximum."""
+    if shape.rank == 0:
+        return tf.TensorShape([])
+    dims = [tf.constant(-1 if d is None else d, tf.int64) for d in shape.as_list()]
+    if shape[0] is None:
+        dims[0] = longest
+    return tf.stack(dims)
+
+
+def _fits_check(args, length):
+    """Asserts that no padded feature is longer than the element's length
+    (else padding to the bucket boundary would fail with a shape error)."""
+    return [tf.debugging.assert_less_equal(
+        tf.shape(x, out_type=tf.int64)[0], length,
+        message="pad_to_bucket_boundary: a padded feature is longer than the element length; "
+                "make `length` the longest of the padded features (e.g. max of source "
+                "and target lengths)")
+        for x in tf.nest.flatten(_element(args)) if x.shape.rank and x.shape[0] is None]
+
+
+def _bucket_batches(dataset, length_fn, boundaries, batch_sizes, *, padding_values=None,
+                    drop_remainder=False, longest=None):
+    """Padded batches of elements from the same length bucket.
+
+    Bucket ``i`` holds lengths in ``[boundaries[i-1], boundaries[i])`` (the
+    first starts at 0, the last is open), as in
+    ``tf.data.Dataset.bucket_by_sequence_length``; it is batched by
+    ``batch_sizes[i]``. ``longest``: None pads every variable dimension to
+    the batch maximum; a list (one per bucket) pads the first dimension of
+    every variable-length feature to ``longest[i]`` instead, so each bucket
+    has one padded shape.
+    """
+    edges = tf.constant(list(boundaries), tf.int64, shape=[len(boundaries)])
+    sizes = tf.constant(list(batch_sizes), tf.int64)
+
+    def bucket(*args):
+        length = tf.cast(length_fn(*args), tf.int64)
+        checks = _fits_check(args, length) if longest is not None else []
+        with tf.control_dependencies(checks):
+            return tf.reduce_sum(tf.cast(edges <= length, tf.int64))
+
+    def batch(bucket_id, window):
+        shapes = None
+        if longest is not None:
+            fill = tf.constant(list(longest), tf.int64)[bucket_id]
+            shapes = tf.nest.map_structure(lambda spec: _bucket_shape(spec.shape, fill),
+                                           window.element_spec)
+        return window.padded_batch(sizes[bucket_id], shapes, padding_values,
+                                   drop_remainder=drop_remainder)
+
+    return dataset.group_by_window(bucket, batch, window_size_func=lambda i: sizes[i])
+
+
 def make_dataset(examples, *, batch_size, length, shuffle, seed=None, bucket_boundaries=None,
                  num_buckets=8, lengths=None, padding_values=None, cache=True,
                  drop_remainder=False, shuffle_buffer=None, prefetch=True):
@@ -96,16 +164,15 @@ def make_dataset(examples, *, batch_size, length, shuffle, seed=None, bucket_bou
         lengths = list(dataset.map(length_fn).as_numpy_iterator())
     if bucket_boundaries is None:
         bucket_boundaries = auto_boundaries(lengths, num_buckets)
-    if any(isinstance(s, tf.RaggedTensorSpec) for s in tf.nest.flatten(dataset.element_spec)):
-        dataset = dataset.map(_dense, num_parallel_calls=AUTOTUNE)  # padded_batch wants tensors
+    dataset = _dense_if_ragged(dataset)
     if cache:
         dataset = dataset.cache()
     if shuffle:
         dataset = dataset.shuffle(max(shuffle_buffer or len(lengths), 1), seed=seed,
                                   reshuffle_each_iteration=True)
-    dataset = dataset.bucket_by_sequence_length(
-        length_fn, list(bucket_boundaries), [batch_size] * (len(bucket_boundaries) + 1),
-        padding_values=padding_values, drop_remainder=drop_remainder)
+    dataset = _bucket_batches(dataset, length_fn, bucket_boundaries,
+                              [batch_size] * (len(bucket_boundaries) + 1),
+                              padding_values=padding_values, drop_remainder=drop_remainder)
     per_bucket = np.bincount(np.searchsorted(bucket_boundaries, lengths, side="right"))
     batches = per_bucket // batch_size if drop_remainder else -(-per_bucket // batch_size)
     dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(batches.sum())))
@@ -118,3 +185,4 @@ def bucketed_batches(dataset, lengths, batch_size, *, shuffle, seed, length_fn, 
     pipeline)."""
     return make_dataset(dataset, batch_size=batch_size, length=length_fn, shuffle=shuffle,
                         seed=seed, num_buckets=num_buckets, lengths=lengths, prefetch=False)
+

@@ -62,10 +62,26 @@ def trained(tmp_path_factory):
 
 
 def test_training_scores_dev_and_the_missing_test_file_is_skipped(trained):
-    _, run = trained
+    root, run = trained
+    assert not (root / "test.txt").exists()  # named by the recipe, absent on disk
     result = json.loads((run / "result.json").read_text())
     assert result["best"]["dev_f1"] > 50
-    assert "PER" in (run / "report.txt").read_text()
+    assert result["test"] == {}  # skipped, not scored as empty nor an error
+    report = (run / "report.txt").read_text()
+    assert "PER" in report and "== test" not in report
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [1, 2]
+    # counts go to metrics.jsonl; only scores are floats in the progress logs
+    assert isinstance(records[-1]["dev_true_entities"], int) and records[-1]["dev_true_entities"] > 0
+
+
+def test_a_misspelt_cell_option_is_a_recipe_error_naming_it(trained, capsys):
+    root, _ = trained
+    code = main(["train", str(root / "recipe.yaml"), "--data-dir", str(root), "--run-dir",
+                 str(root / "misspelt"), "--set", "model.encoder.cell_options.cell_clp=3"])
+    error = capsys.readouterr().err
+    assert code == 2 and "model.encoder.cell_options: peephole_lstm takes no cell_clp" in error
+    assert "did you mean cell_clip?" in error and not (root / "misspelt").exists()
 
 
 def test_a_run_finds_its_data_under_a_new_data_root(trained, tmp_path, capsys):

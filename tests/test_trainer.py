@@ -15,10 +15,12 @@ import keras
 import numpy as np
 import pytest
 
-from lstm_core import runs, trainer
+from lstm_core import apps, runs, trainer
 from lstm_core.errors import UserError
 from lstm_core.recipes import RecipeError, read_config
-from tests.toy_app import pad, toy_app, toy_config, trained_run, write_recipe  # noqa: F401
+from tests.toy_app import (  # noqa: F401
+    ScriptedToyApp, ToyApp, _EntryPoint, pad, scripted_toy_app, sequences, toy_app, toy_config,
+    trained_run, write_recipe)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -260,18 +262,42 @@ def test_warmup_schedule_serializes(tmp_path, toy_app):
     assert float(again(7)) == pytest.approx(float(rate(7)))
 
 
-@pytest.mark.parametrize("overrides", [
-    ["train.mixed_precision=mixed_float16"],
-    ["train.jit_compile=true", "data.max_length=3"],
-    ["train.strategy=mirrored"],
-], ids=["mixed_float16", "jit_compile", "mirrored"])
-def test_precision_xla_and_strategy_runs(tmp_path, toy_app, overrides):
-    app, config, root = toy_config(tmp_path, "train.epochs=1", "data.size=32", *overrides)
-    result = trainer.train(app, config, tmp_path / "run", root, quiet=True)
-    assert np.isfinite(result["last"]["loss"])
+@pytest.fixture(scope="module")
+def baseline(tmp_path_factory):
+    """Losses of a one-epoch float32 toy run without XLA or a strategy."""
+    folder = tmp_path_factory.mktemp("baseline")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(apps, "_entry_points", lambda: {"toy": _EntryPoint()})
+        app, config, root = toy_config(folder, "train.epochs=1", "data.size=32", "data.max_length=3")
+        return trainer.train(app, config, folder / "run", root, quiet=True)
+
+
+@pytest.mark.parametrize("overrides, tolerance", [
+    (["train.mixed_precision=mixed_float16"], 1e-2),
+    (["train.mixed_precision=mixed_bfloat16"], 5e-2),
+    (["train.jit_compile=true"], 1e-4),
+    (["train.strategy=mirrored"], 5e-3),  # averages the epoch loss over replicas its own way
+], ids=["mixed_float16", "mixed_bfloat16", "jit_compile", "mirrored"])
+def test_precision_xla_and_strategy_train_as_the_plain_run_does(tmp_path, toy_app, baseline,
+                                                                 overrides, tolerance):
+    app, config, root = toy_config(tmp_path, "train.epochs=1", "data.size=32", "data.max_length=3",
+                                   *overrides)
+    run = tmp_path / "run"
+    result = trainer.train(app, config, run, root, quiet=True)
+    # Same seed, same data: the same training up to the variant's rounding.
+    assert result["last"]["loss"] == pytest.approx(baseline["last"]["loss"], abs=tolerance)
+    assert result["last"]["dev_accuracy"] == pytest.approx(baseline["last"]["dev_accuracy"], abs=0.07)
     assert keras.mixed_precision.global_policy().name == "float32"  # restored
-    model = keras.saving.load_model(tmp_path / "run" / "best.keras", compile=False)
-    assert model.layers[2].dtype_policy.name == config["train"]["mixed_precision"]
+    policy = config["train"]["mixed_precision"]
+    for model in (keras.saving.load_model(run / "best.keras", compile=False), runs.load_run(run).model):
+        hidden = [layer for layer in model.layers[:-1] if layer.weights]
+        assert hidden and all(layer.dtype_policy.name == policy for layer in hidden)
+        assert model.layers[-1].dtype_policy.name == "float32"  # the softmax, as the app asks
+        assert all(w.dtype == "float32" for w in model.weights)  # variables stay float32
+    # evaluate (load_run) scores as the dev pass of training did: same policy
+    loaded = runs.load_run(run)
+    scores = app.evaluate(loaded.model, config, root, loaded.assets)
+    assert scores["accuracy"] == pytest.approx(result["last"]["dev_accuracy"])
 
 
 def test_multi_worker_strategy_trains_a_one_worker_cluster_from_tf_config(tmp_path):
@@ -321,3 +347,51 @@ def test_weight_averaging_scores_and_keeps_the_average_but_trains_on(tmp_path, t
     for a, b in zip(model.get_weights(), training):
         np.testing.assert_array_equal(a, b)
     assert records(run)[0]["dev_accuracy"] == pytest.approx(dev)
+
+
+def test_a_lower_is_better_metric_picks_the_lowest_and_drives_stopping_and_plateaus(
+        tmp_path, scripted_toy_app):
+    # dev error by epoch: best at 2, then 3 epochs without improvement
+    app, config, root = toy_config(
+        tmp_path, "data.script=[0.5, 0.3, 0.4, 0.45, 0.6, 0.1]", "train.epochs=6",
+        "train.early_stopping.patience=3", "train.reduce_on_plateau.enabled=true",
+        "train.reduce_on_plateau.patience=1", "train.optimizer.learning_rate=0.01")
+    run = tmp_path / "run"
+    result = trainer.train(app, config, run, root, quiet=True)
+    lines = records(run)
+    assert [r["dev_error"] for r in lines] == [0.5, 0.3, 0.4, 0.45, 0.6]  # stopped after epoch 5
+    assert result["monitor"] == "dev_error" and result["best_epoch"] == 2
+    assert result["best"]["dev_error"] == 0.3
+    rates = [r["learning_rate"] for r in lines]  # halved after each epoch without a new lowest
+    assert rates == pytest.approx([0.01, 0.01, 0.005, 0.0025, 0.00125])
+    # best.keras is epoch 2's model: the same weights as epoch 2's checkpoint
+    saved = json.loads((run / "checkpoints" / "ckpt-0005-0000000" / "state.json").read_text())
+    assert saved["best"] == 0.3 and saved["best_epoch"] == 2
+
+
+def test_an_app_must_say_whether_higher_or_lower_is_better():
+    with pytest.raises(TypeError, match="metric_mode must be one of max, min"):
+        type("Backwards", (ScriptedToyApp,), {"metric_mode": "lower"})
+
+
+def test_decode_settings_change_after_training_without_calling_it_another_recipe(
+        trained_run, toy_app, tmp_path, capsys):
+    from lstm_core.cli import main
+
+    app, config, root = toy_config(tmp_path, "decode.threshold=1.0")
+    result = trainer.train(app, config, trained_run, root)  # same run: a decode setting differs
+    assert result["complete"] and "already complete" in capsys.readouterr().out
+    loaded = runs.load_run(trained_run, overrides=["decode.threshold=1.0"])
+    assert loaded.config["decode"] == {"threshold": 1.0}
+    _, ys = sequences(config["train"]["seed"] + 1000, config["data"]["dev_size"],
+                      config["data"]["max_length"])
+    # threshold 1.0: nothing is positive, so accuracy is the share of negatives
+    scores = ToyApp().evaluate(loaded.model, loaded.config, root, loaded.assets, final=True)
+    assert scores["accuracy"] == pytest.approx(1 - np.mean(ys))
+    assert main(["evaluate", str(trained_run), "--set", "decode.threshold=1.0"]) == 0
+    assert f"accuracy: {1 - np.mean(ys):.4f}" in capsys.readouterr().out
+    for bad, message in ((["model.units=3"], "only decode.* settings can change after training"),
+                         (["decode.treshold=1"], "did you mean decode.threshold?"),
+                         (["decode.threshold=2"], "decode.threshold: 2.0 is out of range")):
+        assert main(["evaluate", str(trained_run), "--set", *bad]) == 2
+        assert message in capsys.readouterr().err

@@ -63,6 +63,8 @@ class ToyApp(App):
                             doc="a JSON-lines test set scored at the end, if given"),
     }
     model_schema = {"units": Field(int, 8, min=1, doc="LSTM units")}
+    decode_schema = {"threshold": Field(float, 0.5, min=0, max=1,
+                                        doc="probability above which a sequence is positive")}
 
     def build_assets(self, config, data_root, folder):
         return {"labels": LABELS}
@@ -103,7 +105,7 @@ class ToyApp(App):
                                config["data"]["max_length"])
         else:
             xs, ys = self.read(path)
-        predicted = np.argmax(model(pad(xs), training=False), -1)
+        predicted = np.asarray(model(pad(xs), training=False))[:, 1] > config["decode"]["threshold"]
         accuracy = float(np.mean(predicted == np.asarray(ys)))
         return {"accuracy": accuracy, "report": f"accuracy {accuracy:.3f} on {len(xs)} sequences"}
 
@@ -128,9 +130,33 @@ class ToyApp(App):
         return {"values": [[0.5, -1.0, 2.0], [-1.0, -0.5, 0.0]]}
 
 
+class ScriptedToyApp(ToyApp):
+    """The toy with a lower-is-better dev metric, ``error``, whose value at
+    each training epoch is scripted (``data.script``), to follow best-model,
+    early-stopping and plateau decisions exactly."""
+
+    metric = "error"
+    metric_mode = "min"
+    data_schema = {**ToyApp.data_schema,
+                   "script": Field(list, [], items=float, doc="dev error of each epoch")}
+
+    def __init__(self):
+        self.epochs_scored = 0
+
+    def evaluate(self, model, config, data_root, assets, path=None, final=False):
+        scores = super().evaluate(model, config, data_root, assets, path, final)
+        if final:
+            return {**scores, "error": 1 - scores["accuracy"]}
+        self.epochs_scored += 1
+        return {**scores, "error": config["data"]["script"][self.epochs_scored - 1]}
+
+
 class _EntryPoint:
+    def __init__(self, app_class=ToyApp):
+        self.app_class = app_class
+
     def load(self):
-        return ToyApp
+        return self.app_class
 
 
 @pytest.fixture
@@ -138,6 +164,13 @@ def toy_app(monkeypatch):
     """Make ``app: toy`` resolvable, as an installed app would be."""
     monkeypatch.setattr(apps, "_entry_points", lambda: {"toy": _EntryPoint()})
     return ToyApp()
+
+
+@pytest.fixture
+def scripted_toy_app(monkeypatch):
+    """``app: toy`` as :class:`ScriptedToyApp`."""
+    monkeypatch.setattr(apps, "_entry_points", lambda: {"toy": _EntryPoint(ScriptedToyApp)})
+    return ScriptedToyApp()
 
 
 RECIPE = """\

@@ -1,0 +1,69 @@
+"""The run directory's file helpers: atomic writes, assets with files,
+checkpoint bookkeeping."""
+
+import json
+import os
+
+import pytest
+
+from lstm_core import runs
+from lstm_core.errors import UserError
+
+
+def test_an_atomic_write_leaves_the_old_file_when_it_fails(tmp_path):
+    target = tmp_path / "state.json"
+    runs.write_json(target, {"epoch": 1})
+    with pytest.raises(RuntimeError):
+        with runs.atomic_path(target) as tmp:
+            tmp.write_text('{"epoch": 2, "half')
+            raise RuntimeError("killed mid-write")
+    assert runs.read_json(target) == {"epoch": 1}
+    assert os.listdir(tmp_path) == ["state.json"]  # no temporary left behind
+
+
+def test_a_config_round_trips_through_yaml(tmp_path):
+    config = {"app": "toy", "data": {"file": "ü.txt", "none": None}, "train": {"lr": 1e-5}}
+    runs.write_config(config, tmp_path / "run" / "recipe.yaml")
+    from lstm_core.recipes import read_config
+
+    assert read_config(tmp_path / "run" / "recipe.yaml") == config
+
+
+def test_assets_keep_their_files_through_a_save_and_load(tmp_path):
+    staging = tmp_path / "staging"
+    (staging / "stats").mkdir(parents=True)
+    (staging / "spm.model").write_bytes(b"\x00\x01binary")
+    (staging / "stats" / "mean.npy").write_bytes(b"\x93NUMPY")
+    run = tmp_path / "run"
+    run.mkdir()
+    saved = runs.save_assets(run, runs.Assets({"vocab": ["a", "b"]}, staging))
+    loaded = runs.load_assets(run)
+    assert dict(loaded) == {"vocab": ["a", "b"]} == json.loads((run / "assets.json").read_text())
+    assert loaded.file("spm.model").read_bytes() == b"\x00\x01binary"
+    assert [p.relative_to(loaded.folder).as_posix() for p in loaded.files()] == [
+        "spm.model", "stats/mean.npy"]
+    assert saved.same_as(loaded) and loaded.folder == run / "assets"
+    (run / "assets" / "spm.model").write_bytes(b"other")
+    assert not runs.Assets(loaded, staging).same_as(loaded)  # same JSON, other bytes
+    with pytest.raises(UserError, match="asset file 'missing.bin' is missing"):
+        loaded.file("missing.bin")
+
+
+def test_only_the_last_checkpoints_are_kept_and_incomplete_ones_ignored(tmp_path):
+    for epoch in range(1, 5):
+        folder = runs.checkpoint_path(tmp_path, epoch, 0)
+        folder.mkdir(parents=True)
+        if epoch != 4:  # the last has no state.json: killed before its commit point
+            (folder / "state.json").write_text("{}")
+    assert [p.name for p in runs.checkpoints(tmp_path)] == [
+        "ckpt-0001-0000000", "ckpt-0002-0000000", "ckpt-0003-0000000"]
+    runs.prune_checkpoints(tmp_path)
+    assert [p.name for p in runs.checkpoints(tmp_path)] == ["ckpt-0002-0000000", "ckpt-0003-0000000"]
+    assert runs.model_file(tmp_path) == tmp_path / "checkpoints" / "ckpt-0003-0000000" / "state.weights.h5"
+
+
+def test_a_run_without_a_model_says_so(tmp_path):
+    with pytest.raises(UserError, match="holds no trained model yet"):
+        runs.model_file(tmp_path)
+    with pytest.raises(UserError, match="is not a run directory"):
+        runs.load_run(tmp_path)

@@ -5,6 +5,8 @@ commands, so ``--help`` stays quick and a bad recipe fails before any of it.
 """
 
 import argparse
+import difflib
+import importlib.util
 import os
 import sys
 import traceback
@@ -19,6 +21,8 @@ from lstm_core.errors import UserError  # noqa: E402
 
 EPILOG = ("Data paths in recipes are relative to the data root: --data-dir, else "
           "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback.")
+# The recipes/ folder of the source tree, installed under this name (pyproject.toml).
+BUNDLED_RECIPES = "lstm_suite_recipes"
 
 
 def load_config(recipe_path, overrides=(), data_dir=None):
@@ -30,7 +34,7 @@ def load_config(recipe_path, overrides=(), data_dir=None):
     from lstm_core.recipes import RecipeError, data_root, load_recipe, resolve_data_files, validate
     from lstm_core.trainer import recipe_schema
 
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(find_recipe(recipe_path), overrides)
     name = recipe.raw.get("app")
     if not isinstance(name, str) or not name:
         known = ", ".join(available_apps()) or "none installed"
@@ -99,26 +103,64 @@ def command_export(args):
     print(f"exported {out}")
 
 
-def recipe_files():
-    """Bundled recipes (the ``recipes/`` folder next to the package source)
-    and those under ``./recipes``, each once."""
-    roots = [Path(lstm_core.__file__).resolve().parents[1] / "recipes", Path.cwd() / "recipes"]
-    seen = {}
-    for root in roots:
+def bundled_recipe_dirs():
+    """Folders of the bundled recipes: ``recipes/`` beside the package in a
+    source checkout, and the installed package ``lstm_suite_recipes`` (the
+    same folder in an editable install)."""
+    checkout = Path(lstm_core.__file__).resolve().parents[1]
+    dirs = [checkout / "recipes"] if (checkout / "pyproject.toml").is_file() else []
+    # find_spec, not importlib.resources: the package is a namespace (no
+    # __init__.py), which resources cannot read in an editable install.
+    spec = importlib.util.find_spec(BUNDLED_RECIPES)
+    dirs += [Path(d) for d in (spec.submodule_search_locations or [])] if spec else []
+    return list(dict.fromkeys(d.resolve() for d in dirs if d.is_dir()))
+
+
+def bundled_recipes():
+    """``{name: path}`` of the bundled recipes, named by their path under
+    the recipes folder without ``.yaml``: ``ner/quickstart``."""
+    found = {}
+    for root in bundled_recipe_dirs():
         for path in sorted(root.glob("**/*.yaml")):
-            seen.setdefault(path.resolve(), path)
-    return list(seen.values())
+            found.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+    return found
+
+
+def find_recipe(argument):
+    """The recipe file ``argument`` names: an existing file, else a bundled
+    recipe by name (``ner/quickstart``, ``ner/quickstart.yaml``, or
+    ``recipes/ner/quickstart.yaml`` as the README writes it)."""
+    path = Path(argument)
+    if path.is_file():
+        return path
+    bundled = bundled_recipes()
+    name = path.as_posix().removesuffix(".yaml")
+    for candidate in (name, name.removeprefix("recipes/")):
+        if candidate in bundled:
+            return bundled[candidate]
+    close = difflib.get_close_matches(name.removeprefix("recipes/"), bundled, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    names = ", ".join(bundled) or "none installed"
+    raise UserError(f"{argument}: no such recipe file, nor a bundled recipe of that name{hint} "
+                    f"(bundled: {names})")
+
+
+def recipe_files():
+    """``(shown, path)`` of the bundled recipes (shown by name) and of those
+    under ``./recipes`` (shown as paths), each file once."""
+    listed = {path.resolve(): name for name, path in bundled_recipes().items()}
+    for path in sorted(Path("recipes").glob("**/*.yaml")):
+        listed.setdefault(path.resolve(), path.as_posix())
+    return [(shown, path) for path, shown in listed.items()]
 
 
 def command_recipes(args):
-    for path in recipe_files():
+    files = recipe_files()
+    width = max((len(shown) for shown, _ in files), default=0)
+    for shown, path in files:
         lines = path.read_text(encoding="utf-8").splitlines()
         first = next((line.lstrip("#").strip() for line in lines if line.startswith("#")), "")
-        try:
-            shown = path.relative_to(Path.cwd())
-        except ValueError:
-            shown = path
-        print(f"{shown}  {first}")
+        print(f"{shown:{width}}  {first}".rstrip())
 
 
 # -- parser ----------------------------------------------------------------------
@@ -188,7 +230,8 @@ def build_parser():
     for name, help in (("train", "train a model from a recipe (an existing run dir is resumed)"),
                        ("finetune", "train from a recipe, starting from another run's weights")):
         sub = command(name, command_train, help, epilog_fn=keys_help)
-        sub.add_argument("recipe", help="recipe YAML file (see `lstm-suite recipes`)")
+        sub.add_argument("recipe", help="recipe YAML file, or the name of a bundled recipe "
+                                        "(e.g. ner/quickstart; see `lstm-suite recipes`)")
         if name == "finetune":
             sub.add_argument("--from", dest="source", required=True, metavar="RUN_DIR_OR_MODEL",
                              help="run directory or .keras model whose weights and vocabulary start the run")
@@ -219,7 +262,9 @@ def build_parser():
     sub.add_argument("--no-check", action="store_true",
                      help="skip loading the export in a fresh process to compare outputs")
 
-    command("recipes", command_recipes, "list the bundled recipes")
+    command("recipes", command_recipes,
+            "list the bundled recipes (train one by name: lstm-suite train ner/quickstart) "
+            "and those under ./recipes")
     return parser
 
 

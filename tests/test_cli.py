@@ -4,6 +4,7 @@ refusals, and the commands on a trained toy run."""
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -212,6 +213,28 @@ def test_recipes_lists_bundled_and_local_recipes(capsys, tmp_path, monkeypatch):
     write_recipe((tmp_path / "recipes").mkdir() or tmp_path / "recipes")
     code, out, _ = run(capsys, "recipes")
     assert code == 0
-    lines = out.splitlines()
-    assert any("recipes/ner/quickstart.yaml" in line and "NER quickstart" in line for line in lines)
-    assert "recipes/toy.yaml  Toy: is a random sequence's sum positive? (tests only)" in lines
+    lines = [line.split(None, 1) for line in out.splitlines()]
+    assert ["ner/quickstart", "NER quickstart: trains, evaluates and exports in a few minutes on 2 "
+            "CPU cores."] in lines
+    assert ["recipes/toy.yaml", "Toy: is a random sequence's sum positive? (tests only)"] in lines
+
+
+def test_a_recipe_is_a_file_or_a_bundled_name(capsys, tmp_path, monkeypatch):
+    from lstm_core.recipes import load_recipe
+
+    monkeypatch.chdir(tmp_path)  # no recipes/ here
+    bundled = cli.find_recipe("ner/quickstart")
+    assert bundled.name == "quickstart.yaml" and bundled.parent.name == "ner"
+    assert cli.find_recipe("ner/quickstart.yaml") == cli.find_recipe("recipes/ner/quickstart.yaml") == bundled
+    recipe = load_recipe(bundled)  # its `extends: base.yaml` found beside it
+    assert recipe.name == "quickstart" and recipe.raw["app"] == "ner"
+    assert recipe.raw["model"]["encoder"]["cell"] == "peephole_lstm"  # from base.yaml
+
+    (tmp_path / "ner").mkdir()
+    (tmp_path / "ner" / "quickstart.yaml").write_text("app: mine\n")
+    assert cli.find_recipe("ner/quickstart.yaml") == Path("ner/quickstart.yaml")  # a file wins
+
+    code, _, err = run(capsys, "train", "ner/quikstart")
+    line = error_line(err)
+    assert code == 2 and "ner/quikstart: no such recipe file, nor a bundled recipe" in line
+    assert "did you mean ner/quickstart?" in line and "ner/base, ner/conll2003, ner/quickstart" in line

@@ -12,15 +12,12 @@ import sys
 import traceback
 from pathlib import Path
 
-# Before TensorFlow loads (lstm_core imports Keras): keep its C++ start-up
-# chatter out of a command-line tool's output unless the user asks for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import lstm_core  # noqa: E402
-from lstm_core.errors import UserError  # noqa: E402
+import lstm_core
+from lstm_core.errors import UserError
 
 EPILOG = ("Data paths in recipes are relative to the data root: --data-dir, else "
-          "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback.")
+          "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback, "
+          "--verbose TensorFlow's own log lines.")
 # The recipes/ folder of the source tree, installed under this name (pyproject.toml).
 BUNDLED_RECIPES = "lstm_suite_recipes"
 
@@ -216,6 +213,8 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of errors")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's own log lines (start-up, devices)")
     parser = Parser(prog="lstm-suite", description=__doc__.split("\n")[0], epilog=EPILOG,
                     parents=[common])
     parser.add_argument("--version", action="version", version=f"lstm-suite {lstm_core.__version__}")
@@ -268,7 +267,32 @@ def build_parser():
     return parser
 
 
+def quiet_tensorflow():
+    """Import TensorFlow without its C++ start-up lines (oneDNN, CUDA stubs,
+    CPU features: a user sees our progress and errors, not the runtime's).
+    TensorFlow prints those before its logging reads TF_CPP_MIN_LOG_LEVEL, so
+    standard error is /dev/null while the import runs, and only then; the
+    variable (3: fatal only) keeps later lines such as a failed cuInit out.
+    Nothing to do once TensorFlow is loaded (tests calling main())."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = next((a for a in argv if not a.startswith("-")), None)  # no main option takes a value
+    if "--verbose" not in argv and command not in (None, "recipes"):  # those never load TensorFlow
+        quiet_tensorflow()  # before anything imports it: `train --help` does, to list the keys
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

@@ -1,6 +1,8 @@
 """The ``lstm-suite`` command line: help, one-line errors, the recipe flow,
 refusals, and the commands on a trained toy run."""
 
+import os
+import platform
 import re
 import subprocess
 import sys
@@ -238,3 +240,27 @@ def test_a_recipe_is_a_file_or_a_bundled_name(capsys, tmp_path, monkeypatch):
     line = error_line(err)
     assert code == 2 and "ner/quikstart: no such recipe file, nor a bundled recipe" in line
     assert "did you mean ner/quickstart?" in line and "ner/base, ner/conll2003, ner/quickstart" in line
+
+
+# What TensorFlow's C++ runtime writes to stderr as it starts on a CPU machine.
+TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
+# main() as the console script runs it, then the TF log level it left set.
+MAIN = ("import os, sys; from lstm_core.cli import main; code = main(); "
+        "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL')); sys.exit(code)")
+
+
+def test_tensorflow_start_up_lines_show_only_with_verbose(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    nowhere = tmp_path / "nowhere"  # evaluate imports TensorFlow, then fails: our error shows
+
+    quiet = subprocess.run([sys.executable, "-c", MAIN, "evaluate", nowhere], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 2 and quiet.stdout == "3\n"
+    assert quiet.stderr == f"lstm-suite: error: {nowhere} is not a run directory (no recipe.yaml)\n"
+
+    verbose = subprocess.run([sys.executable, "-c", MAIN, "evaluate", nowhere, "--verbose"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 2 and verbose.stdout == "None\n"  # the environment untouched
+    assert verbose.stderr.endswith(quiet.stderr)
+    if sys.platform == "linux" and platform.machine() == "x86_64":  # TF's oneDNN/CUDA notes
+        assert any(marker in verbose.stderr for marker in TF_NOISE), verbose.stderr

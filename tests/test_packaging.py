@@ -21,6 +21,7 @@ SOURCES = ["pyproject.toml", "README.md", "lstm_core", "apps", "recipes"]
 SHIPPED = ["lstm_suite_recipes/ner/base.yaml", "lstm_suite_recipes/ner/quickstart.yaml",
            "lstm_suite_recipes/ner/conll2003.yaml", "lstm_suite_recipes/ner/README.md",
            "apps/ner/sample/train.txt", "apps/ner/sample/valid.txt", "apps/ner/sample/demo.txt"]
+TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
 
 
 def run(*argv, **kwargs):
@@ -85,6 +86,7 @@ def test_the_installed_wheel_lists_and_trains_bundled_recipes(tmp_path):
     trained = run(cli, "train", "ner/quickstart", "--set", "train.epochs=1", "--set",
                   "train.max_steps_per_epoch=2", "--run-dir", "run", "--quiet", cwd=work, env=env)
     assert trained.stdout == ""
+    assert not [line for line in trained.stderr.splitlines() if any(n in line for n in TF_NOISE)]
     assert (work / "run" / "result.json").is_file()
     recorded = (work / "run" / "recipe.yaml").read_text()
     assert "pkg:apps.ner/sample/train.txt" in recorded  # the sample found inside the package

@@ -8,7 +8,9 @@ import argparse
 import difflib
 import importlib.util
 import os
+import shutil
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 
@@ -192,7 +194,12 @@ def keys_help():
         app = get_app(name)
         lines += ["", f"app: {name}", *schema_help(app.data_schema, "data."),
                   *schema_help(app.model_schema, "model.")]
-    return "\n".join(lines + ["", EPILOG])
+    # Wrapped to the terminal as argparse wraps the rest of the help (a raw
+    # epilog is not), a long doc continuing under its key; 80 columns at least.
+    width = max(shutil.get_terminal_size().columns - 2, 78)
+    keys = [textwrap.fill(line, width, subsequent_indent=" " * 6, break_long_words=False,
+                          break_on_hyphens=False) for line in lines]
+    return "\n".join(keys + ["", textwrap.fill(EPILOG, width)])
 
 
 class Parser(argparse.ArgumentParser):

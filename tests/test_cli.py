@@ -242,6 +242,35 @@ def test_a_recipe_is_a_file_or_a_bundled_name(capsys, tmp_path, monkeypatch):
     assert "did you mean ner/quickstart?" in line and "ner/base, ner/conll2003, ner/quickstart" in line
 
 
+def schema_fields(schema, prefix):
+    for key, field in schema.items():
+        if isinstance(field, dict):
+            yield from schema_fields(field, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", field
+
+
+def test_every_recipe_key_is_documented_in_train_help(capsys):
+    from lstm_core.apps import available_apps, get_app
+    from lstm_core.export import EXPORT_SCHEMA
+    from lstm_core.trainer import TRAIN_SCHEMA
+
+    sections = [(TRAIN_SCHEMA, "train."), (EXPORT_SCHEMA, "export.")]
+    assert "ner" in available_apps()
+    for name in available_apps():
+        app = get_app(name)
+        sections += [(app.data_schema, f"{name}: data."), (app.model_schema, f"{name}: model.")]
+    fields = [item for schema, prefix in sections for item in schema_fields(schema, prefix)]
+    assert len(fields) > 50
+    assert [key for key, field in fields if not field.doc.strip()] == []
+
+    code, out, _ = run(capsys, "train", "--help")  # the installed apps, not the toy one
+    assert code == 0
+    assert "  model.seed (default 1) seeds the word dropout" in out
+    assert "  train.seed (default 1) seeds Python, NumPy and TensorFlow" in out
+    assert "--verbose" in out
+
+
 # What TensorFlow's C++ runtime writes to stderr as it starts on a CPU machine.
 TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
 # main() as the console script runs it, then the TF log level it left set.

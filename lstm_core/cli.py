@@ -5,20 +5,23 @@ commands, so ``--help`` stays quick and a bad recipe fails before any of it.
 """
 
 import argparse
+import difflib
+import importlib.util
 import os
+import shutil
 import sys
+import textwrap
 import traceback
 from pathlib import Path
 
-# Before TensorFlow loads (lstm_core imports Keras): keep its C++ start-up
-# chatter out of a command-line tool's output unless the user asks for it.
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
-import lstm_core  # noqa: E402
-from lstm_core.errors import UserError  # noqa: E402
+import lstm_core
+from lstm_core.errors import UserError
 
 EPILOG = ("Data paths in recipes are relative to the data root: --data-dir, else "
-          "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback.")
+          "$LSTM_SUITE_DATA, else ./data. Errors print one line; --debug shows the traceback, "
+          "--verbose TensorFlow's own log lines.")
+# The recipes/ folder of the source tree, installed under this name (pyproject.toml).
+BUNDLED_RECIPES = "lstm_suite_recipes"
 
 
 def load_config(recipe_path, overrides=(), data_dir=None):
@@ -30,7 +33,7 @@ def load_config(recipe_path, overrides=(), data_dir=None):
     from lstm_core.recipes import RecipeError, data_root, load_recipe, resolve_data_files, validate
     from lstm_core.schema import recipe_schema
 
-    recipe = load_recipe(recipe_path, overrides)
+    recipe = load_recipe(find_recipe(recipe_path), overrides)
     name = recipe.raw.get("app")
     if not isinstance(name, str) or not name:
         known = ", ".join(available_apps()) or "none installed"
@@ -101,26 +104,64 @@ def command_export(args):
     print(f"exported {out}")
 
 
-def recipe_files():
-    """Bundled recipes (the ``recipes/`` folder next to the package source)
-    and those under ``./recipes``, each once."""
-    roots = [Path(lstm_core.__file__).resolve().parents[1] / "recipes", Path.cwd() / "recipes"]
-    seen = {}
-    for root in roots:
+def bundled_recipe_dirs():
+    """Folders of the bundled recipes: ``recipes/`` beside the package in a
+    source checkout, and the installed package ``lstm_suite_recipes`` (the
+    same folder in an editable install)."""
+    checkout = Path(lstm_core.__file__).resolve().parents[1]
+    dirs = [checkout / "recipes"] if (checkout / "pyproject.toml").is_file() else []
+    # find_spec, not importlib.resources: the package is a namespace (no
+    # __init__.py), which resources cannot read in an editable install.
+    spec = importlib.util.find_spec(BUNDLED_RECIPES)
+    dirs += [Path(d) for d in (spec.submodule_search_locations or [])] if spec else []
+    return list(dict.fromkeys(d.resolve() for d in dirs if d.is_dir()))
+
+
+def bundled_recipes():
+    """``{name: path}`` of the bundled recipes, named by their path under
+    the recipes folder without ``.yaml``: ``ner/quickstart``."""
+    found = {}
+    for root in bundled_recipe_dirs():
         for path in sorted(root.glob("**/*.yaml")):
-            seen.setdefault(path.resolve(), path)
-    return list(seen.values())
+            found.setdefault(path.relative_to(root).with_suffix("").as_posix(), path)
+    return found
+
+
+def find_recipe(argument):
+    """The recipe file ``argument`` names: an existing file, else a bundled
+    recipe by name (``ner/quickstart``, ``ner/quickstart.yaml``, or
+    ``recipes/ner/quickstart.yaml`` as the README writes it)."""
+    path = Path(argument)
+    if path.is_file():
+        return path
+    bundled = bundled_recipes()
+    name = path.as_posix().removesuffix(".yaml")
+    for candidate in (name, name.removeprefix("recipes/")):
+        if candidate in bundled:
+            return bundled[candidate]
+    close = difflib.get_close_matches(name.removeprefix("recipes/"), bundled, n=1)
+    hint = f"; did you mean {close[0]}?" if close else ""
+    names = ", ".join(bundled) or "none installed"
+    raise UserError(f"{argument}: no such recipe file, nor a bundled recipe of that name{hint} "
+                    f"(bundled: {names})")
+
+
+def recipe_files():
+    """``(shown, path)`` of the bundled recipes (shown by name) and of those
+    under ``./recipes`` (shown as paths), each file once."""
+    listed = {path.resolve(): name for name, path in bundled_recipes().items()}
+    for path in sorted(Path("recipes").glob("**/*.yaml")):
+        listed.setdefault(path.resolve(), path.as_posix())
+    return [(shown, path) for path, shown in listed.items()]
 
 
 def command_recipes(args):
-    for path in recipe_files():
+    files = recipe_files()
+    width = max((len(shown) for shown, _ in files), default=0)
+    for shown, path in files:
         lines = path.read_text(encoding="utf-8").splitlines()
         first = next((line.lstrip("#").strip() for line in lines if line.startswith("#")), "")
-        try:
-            shown = path.relative_to(Path.cwd())
-        except ValueError:
-            shown = path
-        print(f"{shown}  {first}")
+        print(f"{shown:{width}}  {first}".rstrip())
 
 
 # -- parser ----------------------------------------------------------------------
@@ -155,7 +196,12 @@ def keys_help():
         lines += ["", f"app: {name}", *schema_help(app.data_schema, "data."),
                   *schema_help(app.model_schema, "model."),
                   *schema_help(app.decode_schema, "decode.")]
-    return "\n".join(lines + ["", EPILOG])
+    # Wrapped to the terminal as argparse wraps the rest of the help (a raw
+    # epilog is not), a long doc continuing under its key; 80 columns at least.
+    width = max(shutil.get_terminal_size().columns - 2, 78)
+    keys = [textwrap.fill(line, width, subsequent_indent=" " * 6, break_long_words=False,
+                          break_on_hyphens=False) for line in lines]
+    return "\n".join(keys + ["", textwrap.fill(EPILOG, width)])
 
 
 class Parser(argparse.ArgumentParser):
@@ -176,6 +222,8 @@ def build_parser():
     common = argparse.ArgumentParser(add_help=False)
     common.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
                         help="show the traceback of errors")
+    common.add_argument("--verbose", action="store_true", default=argparse.SUPPRESS,
+                        help="show TensorFlow's own log lines (start-up, devices)")
     parser = Parser(prog="lstm-suite", description=__doc__.split("\n")[0], epilog=EPILOG,
                     parents=[common])
     parser.add_argument("--version", action="version", version=f"lstm-suite {lstm_core.__version__}")
@@ -190,7 +238,8 @@ def build_parser():
     for name, help in (("train", "train a model from a recipe (an existing run dir is resumed)"),
                        ("finetune", "train from a recipe, starting from another run's weights")):
         sub = command(name, command_train, help, epilog_fn=keys_help)
-        sub.add_argument("recipe", help="recipe YAML file (see `lstm-suite recipes`)")
+        sub.add_argument("recipe", help="recipe YAML file, or the name of a bundled recipe "
+                                        "(e.g. ner/quickstart; see `lstm-suite recipes`)")
         if name == "finetune":
             sub.add_argument("--from", dest="source", required=True, metavar="RUN_DIR_OR_MODEL",
                              help="run directory or .keras model whose weights and vocabulary start the run")
@@ -227,11 +276,38 @@ def build_parser():
                      help="skip loading the export in a fresh process to compare outputs")
     sub.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help=decode_help)
 
-    command("recipes", command_recipes, "list the bundled recipes")
+    command("recipes", command_recipes,
+            "list the bundled recipes (train one by name: lstm-suite train ner/quickstart) "
+            "and those under ./recipes")
     return parser
 
 
+def quiet_tensorflow():
+    """Import TensorFlow without its C++ start-up lines (oneDNN, CUDA stubs,
+    CPU features: a user sees our progress and errors, not the runtime's).
+    TensorFlow prints those before its logging reads TF_CPP_MIN_LOG_LEVEL, so
+    standard error is /dev/null while the import runs, and only then; the
+    variable (3: fatal only) keeps later lines such as a failed cuInit out.
+    Nothing to do once TensorFlow is loaded (tests calling main())."""
+    if "tensorflow" in sys.modules:
+        return
+    os.environ["TF_CPP_MIN_LOG_LEVEL"] = "3"
+    sys.stderr.flush()
+    saved = os.dup(2)
+    try:
+        with open(os.devnull, "wb") as null:
+            os.dup2(null.fileno(), 2)
+        import tensorflow  # noqa: F401
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+
+
 def main(argv=None) -> int:
+    argv = sys.argv[1:] if argv is None else [str(a) for a in argv]
+    command = next((a for a in argv if not a.startswith("-")), None)  # no main option takes a value
+    if "--verbose" not in argv and command not in (None, "recipes"):  # those never load TensorFlow
+        quiet_tensorflow()  # before anything imports it: `train --help` does, to list the keys
     parser = build_parser()
     try:
         args = parser.parse_args(argv)

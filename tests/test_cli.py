@@ -1,9 +1,12 @@
 """The ``lstm-suite`` command line: help, one-line errors, the recipe flow,
 refusals, and the commands on a trained toy run."""
 
+import os
+import platform
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -214,6 +217,77 @@ def test_recipes_lists_bundled_and_local_recipes(capsys, tmp_path, monkeypatch):
     write_recipe((tmp_path / "recipes").mkdir() or tmp_path / "recipes")
     code, out, _ = run(capsys, "recipes")
     assert code == 0
-    lines = out.splitlines()
-    assert any("recipes/ner/quickstart.yaml" in line and "NER quickstart" in line for line in lines)
-    assert "recipes/toy.yaml  Toy: is a random sequence's sum positive? (tests only)" in lines
+    lines = [line.split(None, 1) for line in out.splitlines()]
+    assert ["ner/quickstart", "NER quickstart: trains, evaluates and exports in a few minutes on 2 "
+            "CPU cores."] in lines
+    assert ["recipes/toy.yaml", "Toy: is a random sequence's sum positive? (tests only)"] in lines
+
+
+def test_a_recipe_is_a_file_or_a_bundled_name(capsys, tmp_path, monkeypatch):
+    from lstm_core.recipes import load_recipe
+
+    monkeypatch.chdir(tmp_path)  # no recipes/ here
+    bundled = cli.find_recipe("ner/quickstart")
+    assert bundled.name == "quickstart.yaml" and bundled.parent.name == "ner"
+    assert cli.find_recipe("ner/quickstart.yaml") == cli.find_recipe("recipes/ner/quickstart.yaml") == bundled
+    recipe = load_recipe(bundled)  # its `extends: base.yaml` found beside it
+    assert recipe.name == "quickstart" and recipe.raw["app"] == "ner"
+    assert recipe.raw["model"]["encoder"]["cell"] == "peephole_lstm"  # from base.yaml
+
+    (tmp_path / "ner").mkdir()
+    (tmp_path / "ner" / "quickstart.yaml").write_text("app: mine\n")
+    assert cli.find_recipe("ner/quickstart.yaml") == Path("ner/quickstart.yaml")  # a file wins
+
+    code, _, err = run(capsys, "train", "ner/quikstart")
+    line = error_line(err)
+    assert code == 2 and "ner/quikstart: no such recipe file, nor a bundled recipe" in line
+    assert "did you mean ner/quickstart?" in line and "ner/base, ner/conll2003, ner/quickstart" in line
+
+
+def schema_fields(schema, prefix):
+    for key, field in schema.items():
+        if isinstance(field, dict):
+            yield from schema_fields(field, f"{prefix}{key}.")
+        else:
+            yield f"{prefix}{key}", field
+
+
+def test_every_recipe_key_is_documented_in_train_help(capsys):
+    from lstm_core.apps import available_apps, get_app
+    from lstm_core.schema import recipe_schema
+
+    assert "ner" in available_apps()
+    sections = [(recipe_schema(get_app(name)), f"{name}: ") for name in available_apps()]
+    fields = [item for schema, prefix in sections for item in schema_fields(schema, prefix)]
+    assert len(fields) > 50
+    assert [key for key, field in fields if not field.doc.strip()] == []
+
+    code, out, _ = run(capsys, "train", "--help")  # the installed apps, not the toy one
+    assert code == 0
+    assert "  model.seed (default 1) seeds the word dropout" in out
+    assert "  train.seed (default 1) seeds Python, NumPy and TensorFlow" in out
+    assert "--verbose" in out
+
+
+# What TensorFlow's C++ runtime writes to stderr as it starts on a CPU machine.
+TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
+# main() as the console script runs it, then the TF log level it left set.
+MAIN = ("import os, sys; from lstm_core.cli import main; code = main(); "
+        "print(os.environ.get('TF_CPP_MIN_LOG_LEVEL')); sys.exit(code)")
+
+
+def test_tensorflow_start_up_lines_show_only_with_verbose(tmp_path):
+    env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    nowhere = tmp_path / "nowhere"  # evaluate imports TensorFlow, then fails: our error shows
+
+    quiet = subprocess.run([sys.executable, "-c", MAIN, "evaluate", nowhere], env=env,
+                           capture_output=True, text=True, timeout=300)
+    assert quiet.returncode == 2 and quiet.stdout == "3\n"
+    assert quiet.stderr == f"lstm-suite: error: {nowhere} is not a run directory (no recipe.yaml)\n"
+
+    verbose = subprocess.run([sys.executable, "-c", MAIN, "evaluate", nowhere, "--verbose"],
+                             env=env, capture_output=True, text=True, timeout=300)
+    assert verbose.returncode == 2 and verbose.stdout == "None\n"  # the environment untouched
+    assert verbose.stderr.endswith(quiet.stderr)
+    if sys.platform == "linux" and platform.machine() == "x86_64":  # TF's oneDNN/CUDA notes
+        assert any(marker in verbose.stderr for marker in TF_NOISE), verbose.stderr

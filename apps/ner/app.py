@@ -45,25 +45,34 @@ class NERApp(App):
                             doc="pretrained vectors, GloVe or word2vec text format"),
     }
     model_schema = {
-        "word_dim": Field(int, 100, min=1),
-        "char_encoder": Field(str, "lstm", choices=["lstm", "cnn", "none"]),
-        "char_dim": Field(int, 25, min=1),
-        "char_units": Field(int, 25, min=1),
-        "caps_dim": Field(int, 4, min=1),
+        "word_dim": Field(int, 100, min=1, doc="word embedding size"),
+        "char_encoder": Field(str, "lstm", choices=["lstm", "cnn", "none"],
+                              doc="features from each word's characters: a BiLSTM, a CNN with max "
+                                  "pooling, or none"),
+        "char_dim": Field(int, 25, min=1, doc="character embedding size"),
+        "char_units": Field(int, 25, min=1,
+                            doc="character BiLSTM units per direction (the CNN has twice as many filters)"),
+        "caps_dim": Field(int, 4, min=1, doc="capitalization class embedding size"),
         "encoder": {
             "cell": Field(str, "peephole_lstm", choices=_cells, doc="registered recurrent layer"),
             "units": Field(int, 200, min=1, doc="units per direction"),
-            "num_layers": Field(int, 1, min=1),
-            "bidirectional": Field(bool, True),
+            "num_layers": Field(int, 1, min=1, doc="stacked recurrent layers"),
+            "bidirectional": Field(bool, True,
+                                   doc="run each layer both ways, outputs concatenated"),
             "dropout": Field(float, 0.0, min=0, max=0.99, doc="between layers"),
-            "residual": Field(bool, False),
+            "residual": Field(bool, False,
+                              doc="add each layer's input to its output where their sizes match"),
             "cell_options": Field(dict, {}, doc="extra layer arguments, e.g. cell_clip"),
         },
-        "dropout": Field(float, 0.5, min=0, max=0.99),
+        "dropout": Field(float, 0.5, min=0, max=0.99,
+                         doc="dropout rate on the token features and on the encoder outputs"),
         "word_dropout": Field(float, 0.05, min=0, max=0.99, doc="chance a training word becomes unknown"),
-        "output": Field(str, "crf", choices=["crf", "softmax"]),
+        "output": Field(str, "crf", choices=["crf", "softmax"],
+                        doc="crf scores whole tag sequences; softmax tags each token alone"),
         "constrained": Field(bool, True, doc="forbid invalid tag transitions in the CRF"),
-        "seed": Field(int, 1),
+        "seed": Field(int, 1, doc="seeds the word dropout and the model.dropout masks; weight "
+                                  "initializers, encoder.dropout and data shuffling follow "
+                                  "train.seed"),
     }
 
     def __init__(self):

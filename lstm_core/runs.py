@@ -140,6 +140,9 @@ class Assets(dict):
 
 def load_assets(run_dir) -> Assets:
     run_dir = Path(run_dir)
+    if not (run_dir / "assets.json").is_file():
+        raise UserError(f"{run_dir} has no assets.json: the run did not get far enough to build "
+                        "its vocabularies, or was copied in part")
     return Assets(read_json(run_dir / "assets.json"), run_dir / ASSET_FILES)
 
 

@@ -278,12 +278,14 @@ MAIN = ("import os, sys; from lstm_core.cli import main; code = main(); "
 
 def test_tensorflow_start_up_lines_show_only_with_verbose(tmp_path):
     env = {k: v for k, v in os.environ.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
-    nowhere = tmp_path / "nowhere"  # evaluate imports TensorFlow, then fails: our error shows
+    nowhere = tmp_path / "partial"  # evaluate imports TensorFlow (the app), then fails: our error shows
+    nowhere.mkdir()
+    (nowhere / "recipe.yaml").write_text("app: ner\n")
 
     quiet = subprocess.run([sys.executable, "-c", MAIN, "evaluate", nowhere], env=env,
                            capture_output=True, text=True, timeout=300)
     assert quiet.returncode == 2 and quiet.stdout == "3\n"
-    assert quiet.stderr == f"lstm-suite: error: {nowhere} is not a run directory (no recipe.yaml)\n"
+    assert quiet.stderr == f"lstm-suite: error: {nowhere} has no assets.json: the run did not get far enough to build its vocabularies, or was copied in part\n"
 
     verbose = subprocess.run([sys.executable, "-c", MAIN, "evaluate", nowhere, "--verbose"],
                              env=env, capture_output=True, text=True, timeout=300)

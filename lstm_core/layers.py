@@ -155,9 +155,19 @@ RNN_LAYERS = {
 
 
 def register_rnn(name):
-    """Decorator adding a recurrent layer class to :data:`RNN_LAYERS`."""
+    """Decorator adding a recurrent layer class to :data:`RNN_LAYERS` under
+    ``name``. A name already registered, or a class that is not a
+    ``keras.layers.Layer``, is a ValueError: replacing a layer silently
+    would change what existing recipes build."""
 
     def add(layer_class):
+        if name in RNN_LAYERS:
+            existing = RNN_LAYERS[name]
+            raise ValueError(f"a recurrent layer is already registered as {name!r}: "
+                             f"{existing.__module__}.{existing.__qualname__}")
+        if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+            raise ValueError(f"register_rnn({name!r}) takes a keras.layers.Layer subclass, "
+                             f"got {layer_class!r}")
         RNN_LAYERS[name] = layer_class
         return layer_class
 

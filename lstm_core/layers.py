@@ -98,12 +98,21 @@ class PeepholeLSTM(keras.layers.RNN):
         )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self.uses_fast_path(training):
+        # The cell's per-sequence dropout masks, made here because
+        # keras.layers.RNN makes them only for Keras's own cells.
+        self.cell.make_dropout_masks(sequences[:, 0, :], initial_state[0], training)
+        try:
+            if self.uses_fast_path(training):
+                return self._fast_loop(sequences, initial_state, mask, training)
             last, outputs, states = super().inner_loop(
                 sequences, initial_state, mask, training=training)
             # Keras's loop returns the last step's output, zeroed for a row
             # that ended earlier; the last output of a sequence is its h.
             return (last if mask is None else states[0]), outputs, states
+        finally:
+            self.cell.clear_dropout_masks()
+
+    def _fast_loop(self, sequences, initial_state, mask, training):
         # Imported here: only the fast path needs TensorFlow; the rest of the
         # layer runs on any Keras backend.
         import tensorflow as tf
@@ -113,9 +122,8 @@ class PeepholeLSTM(keras.layers.RNN):
         cell = self.cell
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if training and cell.dropout > 0:
-            dropout_mask = cell.get_dropout_mask(sequences[:, 0, :])
-            sequences = sequences * tf.cast(dropout_mask, sequences.dtype)[:, None, :]
+        if cell.dropout_mask is not None:
+            sequences = sequences * tf.cast(cell.dropout_mask, sequences.dtype)[:, None, :]
         x = tf.transpose(sequences, [1, 0, 2])
         if mask is not None:
             mask = tf.transpose(tf.cast(mask, tf.bool))
@@ -155,9 +163,19 @@ RNN_LAYERS = {
 
 
 def register_rnn(name):
-    """Decorator adding a recurrent layer class to :data:`RNN_LAYERS`."""
+    """Decorator adding a recurrent layer class to :data:`RNN_LAYERS` under
+    ``name``. A name already registered, or a class that is not a
+    ``keras.layers.Layer``, is a ValueError: replacing a layer silently
+    would change what existing recipes build."""
 
     def add(layer_class):
+        if name in RNN_LAYERS:
+            existing = RNN_LAYERS[name]
+            raise ValueError(f"a recurrent layer is already registered as {name!r}: "
+                             f"{existing.__module__}.{existing.__qualname__}")
+        if not (isinstance(layer_class, type) and issubclass(layer_class, keras.layers.Layer)):
+            raise ValueError(f"register_rnn({name!r}) takes a keras.layers.Layer subclass, "
+                             f"got {layer_class!r}")
         RNN_LAYERS[name] = layer_class
         return layer_class
 

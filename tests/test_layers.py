@@ -327,6 +327,27 @@ def test_register_rnn_adds_a_layer_recipes_can_name():
         del RNN_LAYERS["tiny_lstm"]
 
 
+def test_register_rnn_refuses_a_taken_name_and_what_is_not_a_layer():
+    before = dict(RNN_LAYERS)
+    with pytest.raises(ValueError, match="already registered as 'lstm': keras.*LSTM"):
+        register_rnn("lstm")(PeepholeLSTM)
+    with pytest.raises(ValueError, match=r"register_rnn\('my_lstm'\) takes a keras.layers.Layer "
+                                         r"subclass, got <function"):
+        register_rnn("my_lstm")(lambda units, **options: PeepholeLSTM(units, **options))
+    with pytest.raises(ValueError, match="Layer subclass, got <LSTM name=lstm"):
+        register_rnn("my_lstm")(keras.layers.LSTM(3))  # an instance, not the class
+    assert RNN_LAYERS == before
+
+
+def test_the_package_exports_the_crf_layer():
+    import lstm_core
+    from lstm_core import CRF
+    from lstm_core.crf import CRF as crf_module_crf
+
+    assert CRF is crf_module_crf and "CRF" in lstm_core.__all__
+    assert all(hasattr(lstm_core, name) for name in lstm_core.__all__)
+
+
 def test_unknown_cell_names_the_registered_ones():
     with pytest.raises(ValueError, match="unknown cell 'lstn'; registered: gru, lstm, peephole_lstm"):
         make_rnn("lstn", 4)

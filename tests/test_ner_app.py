@@ -2,16 +2,18 @@
 evaluate, predict, export (served in a fresh process, tagging exactly as
 predict does), pretrained vectors and fine-tuning."""
 
+import gc
 import json
 import shutil
 import warnings
+import weakref
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.ner.app import NERApp, _looks_like_conll, read_embeddings
+from apps.ner.app import SERVING_ATTRIBUTE, NERApp, _looks_like_conll, read_embeddings
 from apps.ner.features import Featurizer
 from lstm_core.cli import main
 from lstm_core.crf import viterbi_decode
@@ -258,13 +260,8 @@ def test_pretrained_vectors_initialize_known_words(tmp_path):
     vectors = tmp_path / "vectors.txt"
     vectors.write_text("2 3\nParis 1 2 3\nzebra 4 5 6\n")  # word2vec header
     app = NERApp()
-    assets = {"words": ["Paris"], "chars": list("Paris"), "tags": ["O", "B-LOC"],
-              "scheme": "bio", "lowercase": False, "max_word_length": 10}
-    config = {"model": {**{k: f.default for k, f in app.model_schema.items()
-                           if not isinstance(f, dict)},
-                        "word_dim": 3,
-                        "encoder": {k: f.default for k, f in app.model_schema["encoder"].items()}},
-              "data": {"embeddings": str(vectors)}}
+    assets = tiny_assets()
+    config = tiny_config(app, str(vectors))
     assets["words"] += [w for w in read_embeddings(vectors, False) if w not in assets["words"]]
     model = app.build_model(config, assets)
     app.initialize(model, config, assets)
@@ -273,3 +270,34 @@ def test_pretrained_vectors_initialize_known_words(tmp_path):
     np.testing.assert_array_equal(table[3], [4, 5, 6])  # "zebra", from the vectors only
     vectors.unlink()  # using a trained run does not need the vectors again
     app.build_model(config, assets)
+
+
+def tiny_assets():
+    return {"words": ["Paris"], "chars": list("Paris"), "tags": ["O", "B-LOC"],
+            "scheme": "bio", "lowercase": False, "max_word_length": 10}
+
+
+def tiny_config(app, embeddings=None):
+    """The schema's defaults, with small sizes."""
+    defaults = {k: f.default for k, f in app.model_schema.items() if not isinstance(f, dict)}
+    encoder = {k: f.default for k, f in app.model_schema["encoder"].items()}
+    return {"model": {**defaults, "word_dim": 3, "char_dim": 2, "char_units": 2, "caps_dim": 2,
+                      "encoder": {**encoder, "units": 3}},
+            "data": {"embeddings": embeddings}}
+
+
+def test_a_model_has_one_serving_module_and_both_are_freed_with_it():
+    app = NERApp()
+    assets = tiny_assets()
+    tagger = app.build_model(tiny_config(app), assets)
+    serving = app.serving(tagger, assets)
+    assert app.serving(tagger, assets) is serving
+    tags = serving.tag([["Paris", "is"], ["Oslo"]])
+    assert [len(t) for t in tags] == [2, 1] and app.serving(tagger, assets).tag([["Oslo"]]) == tags[1:]
+    assert serving.serving_default.experimental_get_tracing_count() == 1  # traced once, reused
+    # Not part of the model's state: no checkpoint or SavedModel of the model holds it.
+    assert SERVING_ATTRIBUTE not in tf.train.TrackableView(tagger).children(tagger)
+    model, module = weakref.ref(tagger), weakref.ref(serving)
+    del tagger, serving
+    gc.collect()
+    assert model() is None and module() is None

@@ -1,7 +1,6 @@
 """The NER app: what the core calls to read data, build, score, use and
 export the tagger. Registered as ``ner`` in ``pyproject.toml``."""
 
-import weakref
 from pathlib import Path
 
 import numpy as np
@@ -16,6 +15,7 @@ from lstm_core.schema import check_rnn_options
 
 SCHEMES = ["bio", "iobes"]
 OPTIONAL_PATH = (str, type(None))
+SERVING_ATTRIBUTE = "_ner_serving"  # where a model keeps its serving module
 
 
 def _cells():
@@ -74,10 +74,6 @@ class NERApp(App):
                                   "initializers, encoder.dropout and data shuffling follow "
                                   "train.seed"),
     }
-
-    def __init__(self):
-        # Not an attribute of the model: Keras would track it as model state.
-        self._servings = weakref.WeakKeyDictionary()
 
     # -- data -----------------------------------------------------------------
 
@@ -181,9 +177,16 @@ class NERApp(App):
         trace its graph again at every dev evaluation."""
         from apps.ner.serving import NERServing
 
-        if model not in self._servings:
-            self._servings[model] = NERServing(model, assets)
-        return self._servings[model]
+        # Kept on the model, so it lives as long as the model and no longer:
+        # a table on the app (even a WeakKeyDictionary) would keep every
+        # model alive, as the module refers to its model. object.__setattr__
+        # skips Keras's and TensorFlow's attribute tracking, which would make
+        # the module part of the model's state (its checkpoints, SavedModels).
+        serving = vars(model).get(SERVING_ATTRIBUTE)
+        if serving is None:
+            serving = NERServing(model, assets)
+            object.__setattr__(model, SERVING_ATTRIBUTE, serving)
+        return serving
 
     # -- use ------------------------------------------------------------------
 

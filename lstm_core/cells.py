@@ -24,14 +24,14 @@ transfer from ``keras.layers.LSTMCell`` (which folds the forget bias into
 ``b``; here it is a constant added at run time, as in TensorFlow 1).
 
 Dropout follows Keras: one input mask and one recurrent mask per sequence,
-applied to ``x_t`` and ``h_{t-1}`` before the matrix products. The sequence
-layer makes the masks before its loop (:meth:`PeepholeLSTMCell.make_dropout_masks`).
+applied to ``x_t`` and ``h_{t-1}`` before the matrix products.
 """
 
 import numbers
 
 import keras
 from keras import ops
+from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 LAYER_NORM_EPSILON = 1e-3
 
@@ -87,14 +87,11 @@ def lstm_gates(z, c_prev, peepholes, forget_bias, cell_clip):
 
 
 @keras.saving.register_keras_serializable(package="lstm_core")
-class PeepholeLSTMCell(keras.layers.Layer):
+class PeepholeLSTMCell(keras.layers.Layer, DropoutRNNCell):
     """LSTM cell with peepholes, cell clipping, projection and layer norm.
 
     Use it inside :class:`lstm_core.PeepholeLSTM` (fast) or any
-    ``keras.layers.RNN``; training with dropout needs ``PeepholeLSTM``,
-    which makes the per-sequence masks (``keras.layers.RNN`` makes them only
-    for cells built on a mixin Keras keeps private). See the module
-    docstring for the equations.
+    ``keras.layers.RNN``. See the module docstring for the equations.
 
     Args:
         units: number of cell units (size of ``c``).
@@ -172,7 +169,6 @@ class PeepholeLSTMCell(keras.layers.Layer):
         self.recurrent_dropout = recurrent_dropout
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed=seed)
-        self.clear_dropout_masks()
         specs = {
             "kernel": (kernel_initializer, kernel_regularizer, kernel_constraint),
             "recurrent": (recurrent_initializer, recurrent_regularizer, recurrent_constraint),
@@ -241,49 +237,13 @@ class PeepholeLSTMCell(keras.layers.Layer):
             return m
         return clip(ops.matmul(m, self.projection_kernel), self.proj_clip)
 
-    # Keras's own cells get these methods from a mixin that keras.layers.RNN
-    # recognises, but Keras 3 keeps it private (keras.src), so the cell has
-    # its own and lstm_core.PeepholeLSTM calls them.
-    def make_dropout_masks(self, first_step, h0, training=False):
-        """Draw this sequence's dropout masks (one per sequence, used at every
-        step) from its first input step ``[batch, features]`` and initial
-        output ``h0``. The sequence layer calls this before its loop and
-        :meth:`clear_dropout_masks` after it: a mask drawn inside the loop
-        would change at every step, and a mask kept after it would be reused
-        by the next batch (or belong to another graph)."""
-        self.clear_dropout_masks()
-        if not training:
-            return
-        if self.dropout > 0:
-            self.dropout_mask = self._draw_mask(first_step, self.dropout)
-        if self.recurrent_dropout > 0:
-            self.recurrent_dropout_mask = self._draw_mask(h0, self.recurrent_dropout)
-
-    def _draw_mask(self, like, rate):
-        # 0 or 1 / (1 - rate), as Keras's own cells draw theirs.
-        return keras.random.dropout(ops.ones_like(like), rate=rate, seed=self.seed_generator)
-
-    def clear_dropout_masks(self):
-        self.dropout_mask = None
-        self.recurrent_dropout_mask = None
-
-    def _apply_mask(self, x, mask, rate, name):
-        if mask is None:
-            raise ValueError(
-                f"PeepholeLSTMCell({name}={rate}) was called in training without its "
-                "per-sequence dropout masks: keras.layers.RNN makes them only for "
-                "Keras's own cells. Use lstm_core.PeepholeLSTM (it takes every cell "
-                "argument), or call make_dropout_masks before the loop.")
-        return x * ops.cast(mask, x.dtype)
-
     def call(self, inputs, states, training=False):
         h_prev, c_prev = states
-        # The masks are made by PeepholeLSTM from its (maybe float16) inputs.
+        # The masks are made by the RNN layer from its (maybe float16) inputs.
         if training and self.dropout > 0:
-            inputs = self._apply_mask(inputs, self.dropout_mask, self.dropout, "dropout")
+            inputs = inputs * ops.cast(self.get_dropout_mask(inputs), inputs.dtype)
         if training and self.recurrent_dropout > 0:
-            h_prev = self._apply_mask(h_prev, self.recurrent_dropout_mask,
-                                      self.recurrent_dropout, "recurrent_dropout")
+            h_prev = h_prev * ops.cast(self.get_recurrent_dropout_mask(h_prev), h_prev.dtype)
         z = ops.matmul(inputs, self.kernel) + ops.matmul(h_prev, self.recurrent_kernel)
         if self.layer_norm:
             z = self.normalize(z)

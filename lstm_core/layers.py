@@ -98,21 +98,12 @@ class PeepholeLSTM(keras.layers.RNN):
         )
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        # The cell's per-sequence dropout masks, made here because
-        # keras.layers.RNN makes them only for Keras's own cells.
-        self.cell.make_dropout_masks(sequences[:, 0, :], initial_state[0], training)
-        try:
-            if self.uses_fast_path(training):
-                return self._fast_loop(sequences, initial_state, mask, training)
+        if not self.uses_fast_path(training):
             last, outputs, states = super().inner_loop(
                 sequences, initial_state, mask, training=training)
             # Keras's loop returns the last step's output, zeroed for a row
             # that ended earlier; the last output of a sequence is its h.
             return (last if mask is None else states[0]), outputs, states
-        finally:
-            self.cell.clear_dropout_masks()
-
-    def _fast_loop(self, sequences, initial_state, mask, training):
         # Imported here: only the fast path needs TensorFlow; the rest of the
         # layer runs on any Keras backend.
         import tensorflow as tf
@@ -122,8 +113,9 @@ class PeepholeLSTM(keras.layers.RNN):
         cell = self.cell
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if cell.dropout_mask is not None:
-            sequences = sequences * tf.cast(cell.dropout_mask, sequences.dtype)[:, None, :]
+        if training and cell.dropout > 0:
+            dropout_mask = cell.get_dropout_mask(sequences[:, 0, :])
+            sequences = sequences * tf.cast(dropout_mask, sequences.dtype)[:, None, :]
         x = tf.transpose(sequences, [1, 0, 2])
         if mask is not None:
             mask = tf.transpose(tf.cast(mask, tf.bool))

@@ -111,54 +111,6 @@ def test_recurrent_dropout_trains_on_the_fallback_loop():
     assert not np.allclose(layer(x, training=True), layer(x, training=False))
 
 
-def test_recurrent_dropout_drops_one_mask_per_sequence():
-    """The fallback loop equals stepping the cell by hand (inference mode)
-    with its recurrent mask, drawn once, applied to h at every step; masks
-    are dropped after the call and drawn anew for the next batch."""
-    x = np.random.default_rng(4).normal(size=(3, 5, 2)).astype("float32")
-    layer = PeepholeLSTM(4, recurrent_dropout=0.5, return_sequences=True, seed=6)
-    layer.build(x.shape)
-    twin = PeepholeLSTMCell(4, recurrent_dropout=0.5, seed=6)  # the same seed: the same mask
-    twin.make_dropout_masks(x[:, 0], np.zeros((3, 4), "float32"), training=True)
-    mask = keras.ops.convert_to_numpy(twin.recurrent_dropout_mask)
-    assert set(np.unique(mask)) == {0.0, 2.0}
-    h = c = np.zeros((3, 4), "float32")
-    expected = []
-    for t in range(x.shape[1]):
-        h, (h, c) = layer.cell(x[:, t], [h * mask, c], training=False)
-        expected.append(h)
-    got = layer(x, training=True)
-    np.testing.assert_allclose(got, np.stack(expected, axis=1), atol=1e-6)
-    assert layer.cell.dropout_mask is None and layer.cell.recurrent_dropout_mask is None
-    assert not np.allclose(layer(x, training=True), got)
-
-
-def test_masks_do_not_outlive_a_traced_call():
-    """A mask drawn in one tf.function's graph is not reused by the next
-    graph, nor by eager calls."""
-    layer = PeepholeLSTM(4, dropout=0.3, recurrent_dropout=0.3, seed=1)
-    x = np.ones((2, 3, 2), "float32")
-    for train in (tf.function(lambda x: layer(x, training=True)),
-                  tf.function(lambda x: layer(x, training=True), jit_compile=True)):
-        assert train(x).shape == (2, 4)
-        assert layer(x, training=True).shape == (2, 4)
-
-
-def test_keras_rnn_cannot_train_the_cell_with_dropout():
-    """keras.layers.RNN makes per-sequence masks only for Keras's own cells:
-    a clear error in training (PeepholeLSTM makes them), not masks drawn
-    anew at every step; without dropout, and in inference, it runs."""
-    x = np.ones((2, 3, 2), "float32")
-    for rates in (dict(dropout=0.2), dict(recurrent_dropout=0.2)):
-        rnn = keras.layers.RNN(PeepholeLSTMCell(4, **rates))
-        assert rnn(x).shape == (2, 4)
-        name = next(iter(rates))
-        with pytest.raises(ValueError, match=rf"PeepholeLSTMCell\({name}=0.2\) was called in "
-                                             r"training without .* Use lstm_core.PeepholeLSTM"):
-            rnn(x, training=True)
-    assert keras.layers.RNN(PeepholeLSTMCell(4))(x, training=True).shape == (2, 4)
-
-
 @pytest.mark.parametrize("argument, value", [
     ("units", 0), ("units", -3), ("units", 2.5), ("units", True),
     ("num_proj", 0), ("num_proj", -2),

@@ -31,6 +31,11 @@ import numbers
 
 import keras
 from keras import ops
+# Keras's one private import here, on purpose: keras.layers.RNN prepares one
+# dropout mask per sequence only for cells built on this mixin (Keras 3 does
+# not export it), and a cell usable in any keras.layers.RNN must train with
+# dropout there too. pyproject.toml pins the Keras versions this is tested
+# with (3.12.4 to 3.15.1, the oldest and newest TensorFlow 2.21 installs).
 from keras.src.layers.rnn.dropout_rnn_cell import DropoutRNNCell
 
 LAYER_NORM_EPSILON = 1e-3

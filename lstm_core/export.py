@@ -107,8 +107,8 @@ def as_arrays(example):
     """Keyword arguments (lists, strings, numpy arrays) as numpy arrays, as
     TensorFlow reads them: str as UTF-8 bytes, Python floats as float32
     (the child casts numbers to the signature's dtypes)."""
-    return {name: value if isinstance(value, np.ndarray) else tf.constant(value).numpy()
-            for name, value in example.items()}
+    return {name: value if isinstance(value, np.ndarray) and value.dtype.kind not in "US"
+            else tf.constant(value).numpy() for name, value in example.items()}
 
 
 # -- the check in a fresh process --------------------------------------------------

@@ -47,6 +47,11 @@ class App:
     #: Without a metric the dev loss picks it.
     metric: str = ""
     metric_mode: str = "max"
+    #: Modules a serving process imports before loading the export, because
+    #: its graph uses ops they register (``["tensorflow_text"]`` for
+    #: SentencePiece ops). Never this suite's: an export needs TensorFlow
+    #: and these only, which the export check enforces.
+    serving_imports: tuple = ()
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
@@ -109,12 +114,23 @@ class App:
         raise UserError(f"app {self.name!r} cannot export an ensemble of runs")
 
     def serving_module(self, model, config: dict, assets: dict):
-        """A ``tf.Module`` whose ``serving_default`` is the export contract."""
+        """A ``tf.Module`` whose ``serving_default`` is the export contract:
+        a ``tf.function`` with an ``input_signature`` (named ``TensorSpec``s:
+        raw strings or waveforms in) that returns a dict of named tensors.
+
+        The export saves what that function's graph reads: the model's
+        variables, the lookup tables and ``tf.saved_model.Asset``s reachable
+        from the module. An asset file is read at serving time through a
+        tracked ``tf.saved_model.Asset(assets.file(name))`` (with
+        ``tf.io.read_file``, or a table's ``TextFileInitializer``), so the
+        export reads its own copy, wherever it moves. Ops from other
+        libraries need :attr:`serving_imports`."""
         raise NotImplementedError
 
     def serving_example(self, assets: dict) -> dict:
         """Keyword arguments for ``serving_default`` used to check an export
-        in a fresh process (for example ``{"sentences": [...]}``)."""
+        in a fresh process (for example ``{"sentences": [...]}``): lists or
+        numpy arrays of any dtype (str or bytes for tf.string)."""
         raise NotImplementedError
 
 

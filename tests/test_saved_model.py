@@ -2,6 +2,7 @@
 process serves with plain TensorFlow, without lstm_core importable."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -54,3 +55,57 @@ def test_exported_model_serves_in_a_fresh_process_without_lstm_core(tmp_path):
     assert result.returncode == 0, result.stderr[-2000:]
     served = np.array(json.loads(result.stdout.strip().splitlines()[-1]))
     np.testing.assert_allclose(served, expected, atol=1e-5)
+
+
+NER_RECIPE = """
+app: ner
+data: {train_file: train.txt, dev_file: train.txt}
+model: {word_dim: 6, char_dim: 3, char_units: 3, encoder: {units: 5}, seed: SEED}
+"""
+
+
+def ner_tagger(folder, seed):
+    """An untrained NER tagger (random weights tag at random, which is all
+    a serving check needs) and its serving module, from a recipe."""
+    from lstm_core.cli import load_config
+    from lstm_core.schema import with_data_files
+
+    (folder / "train.txt").write_text("EU B-ORG\nrejects O\nGerman B-MISC\ncall O\n\n"
+                                      "John B-PER\nSmith I-PER\nvisited O\nParis B-LOC\n")
+    recipe = folder / f"ner-{seed}.yaml"
+    recipe.write_text(NER_RECIPE.replace("SEED", str(seed)))
+    app, config, root, _ = load_config(recipe, data_dir=str(folder))
+    assets = app.build_assets(with_data_files(app, config, root), root, folder)
+    return app, config, assets, app.build_model(config, assets)
+
+
+def test_the_ner_export_runs_in_saved_model_cli(tmp_path):
+    """TensorFlow Serving's way of loading (MetaGraph, saver restore, init
+    op), through ``saved_model_cli run``: Keras variables in the app's
+    tf.Module, lookup tables, a CRF decode. (tests/test_ner_app.py checks
+    trained taggers and ensembles in TF1 sessions through the export check.)"""
+    import shutil
+
+    import tensorflow as tf
+
+    from lstm_core.export import serving_archive
+
+    app, config, assets, tagger = ner_tagger(tmp_path, 1)
+    module = app.serving_module(tagger, config, assets)
+    archive, concrete = serving_archive(module)
+    tf.saved_model.save(archive, str(tmp_path / "saved"), signatures={"serving_default": concrete})
+    sentences = ["EU rejects German call", "John Smith visited Zyx and Paris", ""]
+    expected = module.serving_default(tf.constant(sentences))
+
+    cli = shutil.which("saved_model_cli", path=os.path.dirname(sys.executable)) or \
+        shutil.which("saved_model_cli")
+    result = subprocess.run(
+        [cli, "run", "--dir", str(tmp_path / "saved"), "--tag_set", "serve", "--signature_def",
+         "serving_default", "--input_exprs", f"sentences={sentences!r}", "--outdir",
+         str(tmp_path / "out")],
+        capture_output=True, text=True, timeout=300, env={**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"})
+    assert result.returncode == 0, result.stderr[-2000:]
+    # saved_model_cli writes string arrays with pickle: these files are this test's own
+    tags = np.load(tmp_path / "out" / "tags.npy", allow_pickle=True)
+    assert tags.tolist() == expected["tags"].numpy().tolist()
+    assert np.load(tmp_path / "out" / "lengths.npy").tolist() == [4, 6, 0]

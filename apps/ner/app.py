@@ -235,7 +235,9 @@ class NERApp(App):
         return self.serving(model, assets)
 
     def serving_example(self, assets):
-        return {"sentences": ["John Smith visited Paris on Monday .", "EU rejects German call"]}
+        # unknown words and an empty sentence too: padding must match in every loader
+        return {"sentences": ["John Smith visited Paris on Monday .", "EU rejects German call",
+                              "Zyx", ""]}
 
 
 def _looks_like_conll(lines, model_tags):

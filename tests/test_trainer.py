@@ -33,8 +33,8 @@ def checkpoint_names(run):
     return [p.name for p in runs.checkpoints(run)]
 
 
-def steps_per_epoch(app, config, root):
-    return int(app.build_data(config, root, app.build_assets(config, root, None))[0].cardinality())
+def steps_per_epoch(app, config, root, folder):
+    return int(app.build_data(config, root, app.build_assets(config, root, folder))[0].cardinality())
 
 
 def test_a_run_writes_its_directory(trained_run, toy_app, tmp_path, capsys):
@@ -126,7 +126,7 @@ def test_an_interrupted_epoch_resumes_at_its_last_step(tmp_path, toy_app, monkey
     result = trainer.train(app, config, run, root, quiet=True)
     assert [r["epoch"] for r in records(run)] == [1, 2, 3]
     # every step done exactly once: none lost, none repeated
-    steps = steps_per_epoch(app, config, root)
+    steps = steps_per_epoch(app, config, root, tmp_path)
     assert result["last"]["step"] == 3 * steps
     # An epoch's last step gets the epoch-end checkpoint only: one taken
     # mid-epoch there would resume into an empty epoch.

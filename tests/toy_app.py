@@ -74,8 +74,7 @@ class ToyApp(App):
     serving_imports = ("wave",)
 
     def build_assets(self, config, data_root, folder):
-        if folder is not None:  # None: a test that wants the JSON assets only
-            (Path(folder) / "labels.txt").write_text("".join(label + "\n" for label in LABELS))
+        (Path(folder) / "labels.txt").write_text("".join(label + "\n" for label in LABELS))
         return {"labels": LABELS}
 
     def build_data(self, config, data_root, assets):

@@ -321,6 +321,7 @@ def test_finetuning_starts_from_the_other_runs_weights_and_vocabulary(trained_ru
     run = tmp_path / "tuned"
     trainer.train(app, config, run, root, quiet=True, init_from=trained_run)
     assert (run / "assets.json").read_text() == (trained_run / "assets.json").read_text()
+    assert runs.load_assets(run).same_as(runs.load_assets(trained_run))  # asset files too
     source, tuned = (keras.saving.load_model(r / "best.keras") for r in (trained_run, run))
     for a, b in zip(source.get_weights(), tuned.get_weights()):
         np.testing.assert_array_equal(a, b)  # learning rate 0: still the source's weights

@@ -89,14 +89,20 @@ class Tagger(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         lengths = ops.sum(ops.cast(x["words"] != PAD, "int32"), axis=1)
         if self.crf is not None:
-            loss = -ops.mean(self.crf.log_likelihood(y_pred, y, lengths=lengths))
+            # A mean that is 0 on no sentences: a worker of a cluster gets an
+            # empty share of a batch smaller than the number of replicas.
+            likelihood = self.crf.log_likelihood(y_pred, y, lengths=lengths)
+            loss = -ops.sum(likelihood) / ops.maximum(ops.cast(ops.shape(likelihood)[0], "float32"), 1.0)
         else:
             mask = ops.cast(x["words"] != PAD, "float32")
             per_token = keras.losses.sparse_categorical_crossentropy(y, y_pred, from_logits=True)
             loss = ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
         if self.losses:
             loss = loss + ops.sum(self.losses)
-        return loss
+        # This replica's share, as Keras's own losses return it: under a
+        # tf.distribute strategy Keras sums the replicas' gradients (and
+        # multiplies the logged loss back).
+        return loss / tf.distribute.get_strategy().num_replicas_in_sync
 
     def decode(self, inputs):
         """Best tag ids ``[batch, tokens]`` (0 past each sentence's end)."""

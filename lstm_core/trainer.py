@@ -6,22 +6,20 @@ data and model, claim the run directory, fit, score the test sets."""
 import contextlib
 import json
 import math
-import os
 import tempfile
 import time
 from pathlib import Path
 
 import keras
 import numpy as np
-import tensorflow as tf
 
-from lstm_core import runs
+from lstm_core import distribute, runs
 from lstm_core.errors import UserError
 from lstm_core.recipes import RecipeError, read_config
 from lstm_core.runs import Assets, precision_policy
 from lstm_core.schema import training_changes, with_data_files
 
-# -- optimizer, schedule, strategy ------------------------------------------------
+# -- optimizer and schedule ------------------------------------------------------
 
 
 @keras.saving.register_keras_serializable(package="lstm_core")
@@ -94,29 +92,6 @@ def make_optimizer(train):
     return keras.optimizers.Adam(**adam)
 
 
-def make_strategy(name):
-    """Created first thing: MultiWorkerMirroredStrategy must exist before the
-    TensorFlow runtime starts other work."""
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    if name == "multi_worker":
-        if not os.environ.get("TF_CONFIG"):
-            raise UserError("train.strategy multi_worker needs TF_CONFIG (the cluster and this "
-                            "worker's task) in the environment")
-        return tf.distribute.MultiWorkerMirroredStrategy()
-    return tf.distribute.get_strategy()
-
-
-def worker_dir(strategy, run_dir):
-    """Where this worker writes: the run dir for the chief, a private
-    sub-directory for other workers (they must not race the chief)."""
-    resolver = getattr(strategy, "cluster_resolver", None)
-    task_type, task_id = getattr(resolver, "task_type", None), getattr(resolver, "task_id", 0)
-    chief = task_type in (None, "chief") or (
-        task_type == "worker" and task_id == 0 and "chief" not in resolver.cluster_spec().as_dict())
-    return run_dir if chief else run_dir / "workers" / f"{task_type}-{task_id}"
-
-
 @contextlib.contextmanager
 def averaged_weights(model):
     """Inside the block the model holds the optimizer's moving averages of its
@@ -155,12 +130,13 @@ class DevMonitor(keras.callbacks.Callback):
     go into ``logs`` as ``dev_<name>`` for the callbacks after it (early
     stopping, plateau, recorder, TensorBoard, progress bar), its counts
     (integers) into :attr:`counts` for ``metrics.jsonl`` only. An app with
-    no metric is scored by its loss on the dev data (``dev_loss``)."""
+    no metric is scored by its loss on the dev data (``dev_loss``). On a
+    cluster the chief scores, and every worker takes its metric."""
 
-    def __init__(self, app, config, data_root, assets, run_dir, dev_data):
+    def __init__(self, app, config, data_root, assets, run_dir, dev_data, strategy):
         super().__init__()
         self.app, self.config, self.data_root, self.assets = app, config, data_root, assets
-        self.run_dir, self.dev_data = run_dir, dev_data
+        self.run_dir, self.dev_data, self.strategy = run_dir, dev_data, strategy
         self.step_offset = 0
         self.report = None
         self.counts = {}
@@ -186,9 +162,17 @@ class DevMonitor(keras.callbacks.Callback):
         logs.update({f"dev_{k}": float(v) for k, v in scores.items() if isinstance(v, float)})
 
     def score(self):
-        if not self.app.metric:
+        if not self.app.metric:  # every worker takes part in a distributed evaluate
             return {"loss": float(self.model.evaluate(self.dev_data, verbose=0, return_dict=True)["loss"])}
-        return dict(self.app.evaluate(self.model, self.config, self.data_root, self.assets))
+        scores = {}
+        if distribute.is_chief(self.strategy):
+            scores = dict(self.app.evaluate(self.model, self.config, self.data_root, self.assets))
+        if distribute.several_workers(self.strategy):
+            # The callbacks after this one decide (stop, lower the rate, keep
+            # the best) by it: identically on every worker.
+            scores[self.app.metric] = distribute.from_chief(
+                self.strategy, float(scores.get(self.app.metric, math.nan)))
+        return scores
 
 
 class Recorder(keras.callbacks.Callback):
@@ -332,7 +316,7 @@ def build_assets(app, config, data_root, run_dir, init_from, staging):
     return Assets(app.build_assets(config, data_root, staging), staging)
 
 
-def build_model(app, config, assets, checkpoint, init_from):
+def build_model(app, config, assets, checkpoint, init_from, strategy, element_spec):
     """The compiled model with its starting weights (a checkpoint's are
     loaded later, once the optimizer exists to take its state)."""
     t = config["train"]
@@ -343,6 +327,7 @@ def build_model(app, config, assets, checkpoint, init_from):
         else:
             app.initialize(model, config, assets)
     model.compile(optimizer=make_optimizer(t), loss=app.loss(config), jit_compile=t["jit_compile"])
+    distribute.fit_on_workers(model, strategy, element_spec)
     return model
 
 
@@ -361,13 +346,14 @@ def claim_run_dir(run_dir, config, assets, model, checkpoint):
     return assets
 
 
-def make_callbacks(app, config, data_root, assets, run_dir, dev_data, state, records, quiet):
+def make_callbacks(app, config, data_root, assets, run_dir, dev_data, state, records, quiet,
+                   strategy):
     """The dev monitor first, the stateful Keras callbacks, the recorder,
     TensorBoard, and the progress bar last (it shows what the others add)."""
     t = config["train"]
     monitor = f"dev_{app.metric or 'loss'}"
     mode = app.metric_mode if app.metric else "min"
-    dev = DevMonitor(app, config, data_root, assets, run_dir, dev_data)
+    dev = DevMonitor(app, config, data_root, assets, run_dir, dev_data, strategy)
     stateful = {}
     if t["early_stopping"]["patience"]:
         stateful["early_stopping"] = keras.callbacks.EarlyStopping(
@@ -426,8 +412,9 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
             print(f"{run_dir} is already complete ({result['epochs']} epochs); nothing to do")
         return result
 
-    strategy = make_strategy(t["strategy"])
-    run_dir = worker_dir(strategy, run_dir)
+    strategy = distribute.make_strategy(t["strategy"])
+    chief, shared_dir = distribute.is_chief(strategy), run_dir
+    quiet, run_dir = quiet or not chief, distribute.worker_dir(strategy, run_dir)
     runs.remove_stale(run_dir)
     keras.utils.set_random_seed(t["seed"])
     checkpoint, state, records = resume_state(run_dir, quiet)
@@ -437,16 +424,21 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     with tempfile.TemporaryDirectory(prefix="lstm-suite-assets-") as staging, \
             precision_policy(t["mixed_precision"]), strategy.scope():
         assets = build_assets(app, resolved, data_root, run_dir, init_from, Path(staging))
+        distribute.check_workers_agree(strategy, shared_dir, checkpoint, assets)
         train_data, dev_data = app.build_data(resolved, data_root, assets)
         if t["max_steps_per_epoch"]:
             train_data = train_data.take(t["max_steps_per_epoch"])
-        model = build_model(app, resolved, assets, checkpoint, init_from)
+        train_data, dev_data = (distribute.split_between_replicas(data, strategy)
+                                for data in (train_data, dev_data))
+        model = build_model(app, resolved, assets, checkpoint, init_from, strategy,
+                            train_data.element_spec)
         assets = claim_run_dir(run_dir, config, assets, model, checkpoint)
         callbacks, dev, monitor = make_callbacks(app, resolved, data_root, assets, run_dir,
-                                                 dev_data, state, records, quiet)
+                                                 dev_data, state, records, quiet, strategy)
         fit(model, train_data, callbacks, dev, state, t["epochs"], quiet)
         result = _result(records, state, monitor)
-        result["test"] = score_test_sets(app, model, resolved, data_root, assets, run_dir)
+        result["test"] = (score_test_sets(app, model, resolved, data_root, assets, run_dir)
+                          if chief else {})
     runs.write_json(run_dir / "result.json", result)
     if not quiet and result["best"]:
         print(f"best {monitor} {result['best'][monitor]:.4f} at epoch {result['best_epoch']}; "

@@ -14,8 +14,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/pip install --quiet -e ".[test]"
 	touch $(STAMP)
 
+# One pytest worker per core; a test file stays on one worker, so its trained
+# fixtures are built once.
 test: install
-	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/pytest -q
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/pytest -q -n 2 --dist loadfile
 
 # The NER benchmark needs the CoNLL-2003 files: make bench DATA=/path/to/data
 DATA ?= $(LSTM_SUITE_DATA)

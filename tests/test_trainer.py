@@ -5,7 +5,6 @@ import json
 import os
 import re
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -298,22 +297,6 @@ def test_precision_xla_and_strategy_train_as_the_plain_run_does(tmp_path, toy_ap
     loaded = runs.load_run(run)
     scores = app.evaluate(loaded.model, config, root, loaded.assets)
     assert scores["accuracy"] == pytest.approx(result["last"]["dev_accuracy"])
-
-
-def test_multi_worker_strategy_trains_a_one_worker_cluster_from_tf_config(tmp_path):
-    # In a child process: the strategy must be made before TensorFlow starts work.
-    with socket.socket() as probe:
-        probe.bind(("localhost", 0))
-        port = probe.getsockname()[1]
-    cluster = {"cluster": {"worker": [f"localhost:{port}"]}, "task": {"type": "worker", "index": 0}}
-    run = tmp_path / "run"
-    done = subprocess.run(
-        [sys.executable, "-c", CHILD, "train", str(write_recipe(tmp_path)), "--run-dir", str(run),
-         "--quiet", "--set", "train.strategy=multi_worker", "--set", "train.epochs=1"],
-        cwd=tmp_path, env={**os.environ, "TF_CONFIG": json.dumps(cluster)},
-        capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    assert json.loads((run / "result.json").read_text())["epochs"] == 1
 
 
 def test_finetuning_starts_from_the_other_runs_weights_and_vocabulary(trained_run, toy_app, tmp_path):

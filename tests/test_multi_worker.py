@@ -16,7 +16,6 @@ from collections import namedtuple
 from pathlib import Path
 
 import numpy as np
-import pytest
 
 from lstm_core import runs, trainer
 from lstm_core.cli import main

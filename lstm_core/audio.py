@@ -112,7 +112,9 @@ class LogMel(keras.layers.Layer):
     ``max(0, 1 + (L - n_fft) // hop_length)`` otherwise. The layer computes in
     float32 unless given another ``dtype``. Centre padding is done
     per row from its length: with ``pad_mode="reflect"`` a short row inside
-    a long batch reflects its own samples, not the batch's zero padding.
+    a long batch reflects its own samples, not the batch's zero padding
+    (rows shorter than ``n_fft // 2 + 1`` samples are reflected once and then
+    clamped, where NumPy would reflect again).
 
     Sizes in samples (``n_fft``, ``win_length``, ``hop_length``) or in
     milliseconds (``window_ms``, ``hop_ms``; ``n_fft`` then defaults to the

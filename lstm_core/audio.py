@@ -1,0 +1,506 @@
+"""Audio front end as Keras layers: log-mel features, MFCCs, normalisation,
+SpecAugment and frame stacking.
+
+Every layer is TensorFlow ops only, so training and the exported SavedModel
+run the same feature code (no train/serve skew), and every layer takes
+``lengths`` next to its zero-padded batch and returns the new lengths, so a
+row's valid output never depends on how much padding its batch has.
+
+:class:`LogMel` follows ``librosa.feature.melspectrogram`` (librosa's
+defaults: ``center=True`` with constant padding, a periodic Hann window
+centred in ``n_fft``, Slaney mel scale and Slaney area normalisation); the
+mel matrix is built in NumPy from librosa's formula at construction, so
+neither training nor serving needs librosa.
+
+All the layers run inside ``tf.function(jit_compile=True)`` (XLA has the
+FFT, framing and gather they need); :class:`SpecAugment` under XLA draws
+other masks than without it for the same seed (XLA's own RNG stream).
+"""
+
+import math
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from lstm_core.errors import UserError
+
+PAD_MODES = ("constant", "reflect")
+
+
+def _positive_int(name, value):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
+        raise UserError(f"audio: {name} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def _hz_to_mel(freqs, htk):
+    """librosa.hz_to_mel: HTK's 2595 log10(1 + f/700), or Slaney's scale,
+    linear below 1 kHz and logarithmic above."""
+    freqs = np.atleast_1d(np.asarray(freqs, dtype=np.float64))
+    if htk:
+        return 2595.0 * np.log10(1.0 + freqs / 700.0)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    mels = freqs / f_sp
+    high = freqs >= min_log_hz
+    mels[high] = min_log_mel + np.log(freqs[high] / min_log_hz) / logstep
+    return mels
+
+
+def _mel_to_hz(mels, htk):
+    mels = np.atleast_1d(np.asarray(mels, dtype=np.float64))
+    if htk:
+        return 700.0 * (10.0 ** (mels / 2595.0) - 1.0)
+    f_sp, min_log_hz = 200.0 / 3, 1000.0
+    min_log_mel, logstep = min_log_hz / f_sp, math.log(6.4) / 27.0
+    freqs = f_sp * mels
+    high = mels >= min_log_mel
+    freqs[high] = min_log_hz * np.exp(logstep * (mels[high] - min_log_mel))
+    return freqs
+
+
+def mel_matrix(sample_rate, n_fft, n_mels, fmin, fmax, htk=False, norm="slaney"):
+    """The ``[n_fft // 2 + 1, n_mels]`` filterbank of ``librosa.filters.mel``
+    (transposed, float32): triangles between mel-spaced edges, each scaled to
+    unit area when ``norm="slaney"``."""
+    fft_freqs = np.linspace(0.0, sample_rate / 2.0, n_fft // 2 + 1)
+    low, high = _hz_to_mel([fmin, fmax], htk)
+    edges = _mel_to_hz(np.linspace(low, high, n_mels + 2), htk)
+    widths = np.diff(edges)
+    ramps = edges[:, None] - fft_freqs[None, :]
+    lower = -ramps[:-2] / widths[:-1, None]
+    upper = ramps[2:] / widths[1:, None]
+    weights = np.maximum(0.0, np.minimum(lower, upper))
+    if norm == "slaney":
+        weights *= (2.0 / (edges[2:] - edges[:-2]))[:, None]
+    return weights.T.astype(np.float32)
+
+
+def hann_window(win_length, n_fft):
+    """librosa's default window: periodic Hann of ``win_length`` samples,
+    zero-padded to ``n_fft`` with the window in the middle."""
+    n = np.arange(win_length)
+    window = 0.5 - 0.5 * np.cos(2.0 * np.pi * n / win_length)
+    left = (n_fft - win_length) // 2
+    return np.pad(window, (left, n_fft - win_length - left)).astype(np.float32)
+
+
+def _valid_mask(lengths, steps, dtype=tf.float32):
+    """``[batch, steps]``: 1 where the step is inside its row's length."""
+    return tf.sequence_mask(lengths, steps, dtype=dtype)
+
+
+def _full_lengths(values):
+    shape = tf.shape(values)
+    return tf.fill(shape[:1], shape[1])
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class LogMel(keras.layers.Layer):
+    """Waveforms to log-mel filterbank features.
+
+    ``call(waveform, lengths=None)`` takes ``waveform`` ``[batch, samples]``
+    (zero-padded; samples past a row's length are ignored) and ``lengths``
+    ``[batch]`` ints (default: every row full), and returns ``(features,
+    frame_lengths)``: ``features`` ``[batch, frames, n_mels]`` =
+    ``log(mel_power + log_offset)`` with zeros on the frames past each row's
+    ``frame_lengths``.
+
+    A row of ``L`` samples has ``1 + L // hop_length`` frames when ``center``
+    (the signal is padded by ``n_fft // 2`` at each end, as librosa does) and
+    ``max(0, 1 + (L - n_fft) // hop_length)`` otherwise. The layer computes in
+    float32 unless given another ``dtype``. Centre padding is done
+    per row from its length: with ``pad_mode="reflect"`` a short row inside
+    a long batch reflects its own samples, not the batch's zero padding
+    (rows shorter than ``n_fft // 2 + 1`` samples are reflected once and then
+    clamped, where NumPy would reflect again).
+
+    Sizes in samples (``n_fft``, ``win_length``, ``hop_length``) or in
+    milliseconds (``window_ms``, ``hop_ms``; ``n_fft`` then defaults to the
+    next power of two of the window). ``fmax`` defaults to
+    ``sample_rate / 2``; ``htk`` and ``norm`` (``"slaney"`` or ``None``) choose
+    the mel scale and filter normalisation as in ``librosa.filters.mel``.
+    """
+
+    def __init__(
+        self,
+        sample_rate=16000,
+        n_fft=None,
+        win_length=None,
+        hop_length=None,
+        window_ms=25.0,
+        hop_ms=10.0,
+        n_mels=80,
+        fmin=0.0,
+        fmax=None,
+        power=2.0,
+        log_offset=1e-6,
+        center=True,
+        pad_mode="constant",
+        htk=False,
+        norm="slaney",
+        **kwargs,
+    ):
+        # Features are float32 even under a mixed policy: float16 would round the waveform.
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(**kwargs)
+        self.sample_rate = _positive_int("sample_rate", sample_rate)
+        if win_length is None:
+            win_length = n_fft if n_fft is not None else round(window_ms * sample_rate / 1000)
+        self.win_length = _positive_int("win_length", win_length)
+        if n_fft is None:
+            n_fft = 1 << (self.win_length - 1).bit_length()
+        self.n_fft = _positive_int("n_fft", n_fft)
+        if hop_length is None:
+            hop_length = round(hop_ms * sample_rate / 1000)
+        self.hop_length = _positive_int("hop_length", hop_length)
+        self.n_mels = _positive_int("n_mels", n_mels)
+        if self.win_length > self.n_fft:
+            raise UserError(
+                f"audio: win_length {self.win_length} is longer than n_fft {self.n_fft}"
+            )
+        self.fmin = float(fmin)
+        self.fmax = float(sample_rate / 2 if fmax is None else fmax)
+        if not 0 <= self.fmin < self.fmax <= sample_rate / 2:
+            raise UserError(
+                f"audio: need 0 <= fmin < fmax <= sample_rate / 2, got fmin={fmin}, fmax={fmax}"
+            )
+        if pad_mode not in PAD_MODES:
+            raise UserError(f"audio: pad_mode must be one of {PAD_MODES}, got {pad_mode!r}")
+        if norm not in ("slaney", None):
+            raise UserError(f"audio: norm must be 'slaney' or None, got {norm!r}")
+        self.power = float(power)
+        self.log_offset = float(log_offset)
+        self.center = bool(center)
+        self.pad_mode = pad_mode
+        self.htk = bool(htk)
+        self.norm = norm
+        # Built from the config, so kept as constants rather than weights.
+        self._window = hann_window(self.win_length, self.n_fft)
+        self._mel = mel_matrix(
+            self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax, self.htk, self.norm
+        )
+
+    def frame_lengths(self, lengths):
+        """Frames of rows of ``lengths`` samples (a row's own length only)."""
+        lengths = tf.cast(lengths, tf.int32)
+        if self.center:
+            return 1 + lengths // self.hop_length
+        return tf.maximum(0, 1 + (lengths - self.n_fft) // self.hop_length)
+
+    def _centre_pad(self, waveform, lengths):
+        half = self.n_fft // 2
+        if self.pad_mode == "constant":
+            return tf.pad(waveform, [[0, 0], [half, half]])
+        # Reflect about each row's own ends: index i < 0 reads -i, i >= L reads 2(L-1) - i.
+        positions = tf.range(tf.shape(waveform)[1] + 2 * half) - half
+        last = tf.maximum(lengths - 1, 0)[:, None]
+        index = tf.abs(positions)[None, :]
+        index = tf.where(index > last, 2 * last - index, index)
+        index = tf.clip_by_value(index, 0, tf.maximum(tf.shape(waveform)[1] - 1, 0))
+        return tf.gather(waveform, index, batch_dims=1)
+
+    def call(self, waveform, lengths=None):
+        waveform = tf.cast(waveform, tf.float32)
+        lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
+        # Whatever lies past a row's length must not leak into its frames.
+        waveform = waveform * _valid_mask(lengths, tf.shape(waveform)[1])
+        if self.center:
+            waveform = self._centre_pad(waveform, lengths)
+        frames = tf.signal.frame(waveform, self.n_fft, self.hop_length)
+        spectrum = tf.abs(tf.signal.rfft(frames * self._window))
+        if self.power != 1.0:
+            spectrum = spectrum**self.power
+        mel = tf.tensordot(spectrum, self._mel, axes=1)
+        frame_lengths = self.frame_lengths(lengths)
+        mask = _valid_mask(frame_lengths, tf.shape(mel)[1])[:, :, None]
+        return tf.math.log(mel + self.log_offset) * mask, frame_lengths
+
+    def compute_output_spec(self, waveform, lengths=None):
+        frames = None
+        if waveform.shape[1] is not None:
+            padded = waveform.shape[1] + (2 * (self.n_fft // 2) if self.center else 0)
+            frames = max(0, 1 + (padded - self.n_fft) // self.hop_length)
+        return (
+            keras.KerasTensor((waveform.shape[0], frames, self.n_mels), dtype="float32"),
+            keras.KerasTensor((waveform.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            sample_rate=self.sample_rate,
+            n_fft=self.n_fft,
+            win_length=self.win_length,
+            hop_length=self.hop_length,
+            n_mels=self.n_mels,
+            fmin=self.fmin,
+            fmax=self.fmax,
+            power=self.power,
+            log_offset=self.log_offset,
+            center=self.center,
+            pad_mode=self.pad_mode,
+            htk=self.htk,
+            norm=self.norm,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class Mfcc(keras.layers.Layer):
+    """MFCCs from log-mel features: the first ``n_mfcc`` coefficients of the
+    orthonormal DCT-II over the mel axis (``librosa.feature.mfcc(S=log_mel)``
+    with its defaults; ``tf.signal.mfccs_from_log_mel_spectrograms`` scales
+    coefficient 0 differently). ``call(log_mel, lengths=None)`` returns
+    ``(mfcc, lengths)``, zeros past each row's length."""
+
+    def __init__(self, n_mfcc=13, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # as LogMel: statistics in float32
+        super().__init__(**kwargs)
+        self.n_mfcc = _positive_int("n_mfcc", n_mfcc)
+
+    def call(self, log_mel, lengths=None):
+        log_mel = tf.cast(log_mel, tf.float32)
+        lengths = _full_lengths(log_mel) if lengths is None else tf.cast(lengths, tf.int32)
+        if log_mel.shape[-1] is not None and log_mel.shape[-1] < self.n_mfcc:
+            raise UserError(
+                f"audio: n_mfcc {self.n_mfcc} is more than the {log_mel.shape[-1]} mel bands"
+            )
+        mfcc = tf.signal.dct(log_mel, type=2, norm="ortho")[..., : self.n_mfcc]
+        valid = tf.sequence_mask(lengths, tf.shape(mfcc)[1])[:, :, None]
+        return tf.where(valid, mfcc, 0.0), lengths
+
+    def compute_output_spec(self, log_mel, lengths=None):
+        return (
+            keras.KerasTensor(log_mel.shape[:-1] + (self.n_mfcc,), dtype="float32"),
+            keras.KerasTensor((log_mel.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["n_mfcc"] = self.n_mfcc
+        return config
+
+
+def _masked_moments(features, lengths):
+    """Mean and standard deviation over each row's valid frames: ``[batch, 1, f]``."""
+    mask = _valid_mask(lengths, tf.shape(features)[1], features.dtype)[:, :, None]
+    count = tf.maximum(tf.reduce_sum(mask, axis=1, keepdims=True), 1.0)
+    mean = tf.reduce_sum(features * mask, axis=1, keepdims=True) / count
+    variance = tf.reduce_sum(tf.square(features - mean) * mask, axis=1, keepdims=True) / count
+    return mean, tf.sqrt(variance)
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class Normalize(keras.layers.Layer):
+    """Mean-variance normalisation of ``[batch, frames, features]``.
+
+    ``call(features, lengths=None)`` returns ``(features, lengths)`` with the
+    valid frames normalised and the padding zeroed. Without ``mean``/``std``
+    each utterance uses the statistics of its own valid frames (padding never
+    counts); with them (arrays of ``features`` values computed on the
+    training data), every frame is ``(x - mean) / std``. Global statistics
+    are kept as non-trainable weights and repeated in the config, so the
+    layer rebuilds from its config alone. ``epsilon`` guards the division.
+    """
+
+    def __init__(self, mean=None, std=None, epsilon=1e-5, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # as LogMel: statistics in float32
+        super().__init__(**kwargs)
+        if (mean is None) != (std is None):
+            raise UserError("audio: Normalize needs both mean and std, or neither")
+        self.epsilon = float(epsilon)
+        self._mean = self._std = None
+        if mean is not None:
+            mean = np.asarray(mean, dtype=np.float32).reshape(-1)
+            std = np.asarray(std, dtype=np.float32).reshape(-1)
+            if mean.shape != std.shape:
+                raise UserError(
+                    f"audio: Normalize mean has {mean.size} values and std {std.size}"
+                )
+            if np.any(std < 0) or not np.all(np.isfinite(std)) or not np.all(np.isfinite(mean)):
+                raise UserError("audio: Normalize std must be finite and >= 0, mean finite")
+            self._mean = self.add_weight(
+                name="mean", shape=mean.shape, initializer=keras.initializers.Constant(mean),
+                trainable=False,
+            )
+            self._std = self.add_weight(
+                name="std", shape=std.shape, initializer=keras.initializers.Constant(std),
+                trainable=False,
+            )
+
+    def call(self, features, lengths=None):
+        features = tf.cast(features, tf.float32)
+        lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
+        if self._mean is None:
+            mean, std = _masked_moments(features, lengths)
+        else:
+            mean, std = tf.convert_to_tensor(self._mean), tf.convert_to_tensor(self._std)
+        valid = tf.sequence_mask(lengths, tf.shape(features)[1])[:, :, None]
+        # where, not a product: a zero-variance row must not turn padding into NaN
+        return tf.where(valid, (features - mean) / (std + self.epsilon), 0.0), lengths
+
+    def compute_output_spec(self, features, lengths=None):
+        return (
+            keras.KerasTensor(features.shape, dtype="float32"),
+            keras.KerasTensor((features.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["epsilon"] = self.epsilon
+        if self._mean is not None:
+            config["mean"] = np.asarray(self._mean.numpy()).tolist()
+            config["std"] = np.asarray(self._std.numpy()).tolist()
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class SpecAugment(keras.layers.Layer):
+    """SpecAugment's frequency and time masking, in training only.
+
+    ``call(features, lengths=None, training=None)`` returns ``(features,
+    lengths)``. With ``training`` true it sets ``mask_value`` on
+    ``freq_masks`` bands of up to ``freq_mask_width`` channels and
+    ``time_masks`` spans of up to ``time_mask_width`` frames (and at most
+    ``time_mask_ratio`` of the row's length), each span inside the row's
+    valid frames (padding is left as it is); otherwise it is the identity.
+    Masks come from a stateless RNG keyed by ``seed`` and a step counter (a
+    non-trainable weight), so two layers with the same seed mask the same
+    way, and each call draws new masks. Under XLA the same seed gives other
+    (equally reproducible) masks: XLA's stateless RNG is its own stream.
+    """
+
+    def __init__(
+        self,
+        freq_masks=2,
+        freq_mask_width=15,
+        time_masks=2,
+        time_mask_width=40,
+        time_mask_ratio=1.0,
+        mask_value=0.0,
+        seed=None,
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        for name, value in (
+            ("freq_masks", freq_masks), ("freq_mask_width", freq_mask_width),
+            ("time_masks", time_masks), ("time_mask_width", time_mask_width),
+        ):
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise UserError(f"audio: {name} must be an integer >= 0, got {value!r}")
+        if not 0.0 <= time_mask_ratio <= 1.0:
+            raise UserError(f"audio: time_mask_ratio must be in [0, 1], got {time_mask_ratio}")
+        self.freq_masks = int(freq_masks)
+        self.freq_mask_width = int(freq_mask_width)
+        self.time_masks = int(time_masks)
+        self.time_mask_width = int(time_mask_width)
+        self.time_mask_ratio = float(time_mask_ratio)
+        self.mask_value = float(mask_value)
+        self.seed = seed
+        self._seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
+        self._step = self.add_weight(
+            name="step", shape=(), dtype="int64", initializer="zeros", trainable=False
+        )
+
+    def _spans(self, key, count, max_width, limit):
+        """``[batch, count]`` starts and widths with ``start + width <= limit``
+        (``max_width`` and ``limit``: ``[batch]``)."""
+        shape = tf.stack([2, tf.shape(limit)[0], count])
+        draws = tf.random.stateless_uniform(shape, key, alg="philox")
+        limit = tf.cast(limit, tf.float32)[:, None]
+        max_width = tf.minimum(tf.cast(max_width, tf.float32)[:, None], limit)
+        widths = tf.floor(draws[0] * (max_width + 1.0))
+        widths = tf.minimum(widths, max_width)
+        starts = tf.floor(draws[1] * (limit - widths + 1.0))
+        starts = tf.minimum(starts, limit - widths)
+        return tf.cast(starts, tf.int32), tf.cast(widths, tf.int32)
+
+    @staticmethod
+    def _covered(starts, widths, steps):
+        """``[batch, steps]`` bool: inside any of the spans."""
+        position = tf.range(steps)[None, None, :]
+        inside = (position >= starts[:, :, None]) & (position < (starts + widths)[:, :, None])
+        return tf.reduce_any(inside, axis=1)
+
+    def call(self, features, lengths=None, training=None):
+        lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
+        if not training:
+            return features, lengths
+        step = self._step.value if hasattr(self._step, "value") else self._step
+        key = tf.stack([tf.cast(self._seed, tf.int64), tf.convert_to_tensor(step)])
+        self._step.assign_add(1)
+        shape = tf.shape(features)
+        channels = tf.fill(shape[:1], shape[2])
+        keys = tf.random.experimental.stateless_split(key, 2, alg="philox")
+        f_start, f_width = self._spans(
+            keys[0], self.freq_masks, tf.minimum(channels, self.freq_mask_width), channels
+        )
+        time_width = tf.floor(self.time_mask_ratio * tf.cast(lengths, tf.float32))
+        time_width = tf.minimum(tf.cast(time_width, tf.int32), self.time_mask_width)
+        t_start, t_width = self._spans(keys[1], self.time_masks, time_width, lengths)
+        masked = (
+            self._covered(f_start, f_width, shape[2])[:, None, :]
+            | self._covered(t_start, t_width, shape[1])[:, :, None]
+        ) & tf.sequence_mask(lengths, shape[1])[:, :, None]
+        return tf.where(masked, tf.cast(self.mask_value, features.dtype), features), lengths
+
+    def compute_output_spec(self, features, lengths=None, training=None):
+        return (
+            keras.KerasTensor(features.shape, dtype=features.dtype),
+            keras.KerasTensor((features.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(
+            freq_masks=self.freq_masks,
+            freq_mask_width=self.freq_mask_width,
+            time_masks=self.time_masks,
+            time_mask_width=self.time_mask_width,
+            time_mask_ratio=self.time_mask_ratio,
+            mask_value=self.mask_value,
+            seed=self.seed,
+        )
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class FrameStack(keras.layers.Layer):
+    """Stacks ``stack`` consecutive frames into one, with stride ``stack``:
+    ``[b, t, f] -> [b, ceil(t / stack), stack * f]`` and lengths to
+    ``ceil(lengths / stack)``, so the recurrence pays for fewer steps. The last
+    group of a row is filled with zeros past its length."""
+
+    def __init__(self, stack=3, **kwargs):
+        super().__init__(**kwargs)
+        self.stack = _positive_int("stack", stack)
+
+    def call(self, features, lengths=None):
+        lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
+        shape = tf.shape(features)
+        channels = features.shape[-1]
+        if channels is None:
+            raise UserError("audio: FrameStack needs a known feature size (last axis)")
+        valid = tf.sequence_mask(lengths, shape[1])[:, :, None]
+        features = tf.where(valid, features, tf.zeros_like(features))
+        steps = (shape[1] + self.stack - 1) // self.stack
+        features = tf.pad(features, [[0, 0], [0, steps * self.stack - shape[1]], [0, 0]])
+        stacked = tf.reshape(features, [shape[0], steps, self.stack * channels])
+        return stacked, (lengths + self.stack - 1) // self.stack
+
+    def compute_output_spec(self, features, lengths=None):
+        steps = features.shape[1]
+        steps = None if steps is None else -(-steps // self.stack)
+        return (
+            keras.KerasTensor(
+                (features.shape[0], steps, self.stack * features.shape[-1]), dtype=features.dtype
+            ),
+            keras.KerasTensor((features.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["stack"] = self.stack
+        return config

@@ -2,6 +2,7 @@
 build, score, use and export the CTC phoneme recognizer. Registered as
 ``phonemes`` in ``pyproject.toml``."""
 
+import json
 import sys
 from pathlib import Path
 
@@ -214,11 +215,20 @@ class PhonemeApp(App):
                 "report": report}
 
     def predict(self, model, config, assets, input_path, output_path=None):
+        """``path<TAB>phonemes`` lines, or JSON lines with phoneme times when
+        ``output_path`` ends in ``.jsonl``/``.json``, for an audio file, a
+        folder of them or a manifest."""
         utterances = audio_data.audio_inputs(input_path)
         waveforms, kept, _ = self.audio(config, utterances, str(input_path))
         serving = self.serving(model, assets, config["decode"]["beam_width"])
-        lines = [f"{u.path}\t{' '.join(phones)}\n"
-                 for u, phones in zip(kept, serving.transcribe(waveforms))]
+        transcribed = serving.transcribe(waveforms)
+        if output_path is not None and Path(output_path).suffix.lower() in (".jsonl", ".json"):
+            # JSON lines: the phonemes (as text output) and the greedy path's phoneme times.
+            lines = [json.dumps({"path": str(u.path), "phonemes": " ".join(phones),
+                                 "alignment": aligned}, ensure_ascii=False) + "\n"
+                     for u, phones, aligned in zip(kept, transcribed, serving.align(waveforms))]
+        else:
+            lines = [f"{u.path}\t{' '.join(phones)}\n" for u, phones in zip(kept, transcribed)]
         if output_path is None:
             sys.stdout.write("".join(lines))
         else:

@@ -10,7 +10,7 @@ scalar int32 variable of the module.
 
 import tensorflow as tf
 
-from lstm_core.ctc import ctc_beam_search_decode, ctc_greedy_decode
+from lstm_core.ctc import ctc_alignment, ctc_beam_search_decode, ctc_greedy_decode
 
 BLANK_SYMBOL = "<blank>"
 
@@ -60,4 +60,28 @@ class PhonemeServing(tf.Module):
             out = self.serving_default(tf.constant(batch), tf.constant(lengths))["phonemes"]
             for index, text in zip(chunk, out.numpy()):
                 results[index] = text.decode("utf-8").split()
+        return results
+
+    def align(self, waveforms, batch_size=16):
+        """Per waveform, the phonemes of the greedy (best-path) decoding with
+        their times: ``[{"phoneme", "start", "end"}]`` in seconds, from the
+        first to the end of the last recurrent step whose best class is that
+        phoneme (a step spans ``stack`` feature frames)."""
+        from apps.phonemes.data import pad_batch
+
+        model = self.model
+        seconds = model.frame_stack.stack * model.log_mel.hop_length / model.log_mel.sample_rate
+        symbols = [s.decode("utf-8") for s in self.symbols.numpy()]
+        results = []
+        for start in range(0, len(waveforms), batch_size):
+            batch, lengths = pad_batch(waveforms[start:start + batch_size])
+            logits = model({"waveform": tf.constant(batch), "lengths": tf.constant(lengths)},
+                           training=False)
+            labels, first, last, counts = (t.numpy() for t in ctc_alignment(
+                logits, model.output_lengths(tf.constant(lengths))))
+            for row, count in enumerate(counts):
+                results.append([{"phoneme": symbols[labels[row, k]],
+                                 "start": round(float(first[row, k] * seconds), 3),
+                                 "end": round(float((last[row, k] + 1) * seconds), 3)}
+                                for k in range(count)])
         return results

@@ -128,16 +128,20 @@ def test_bad_audio_is_named_and_fails_or_is_skipped_and_counted(tmp_path):
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage, not a wave file")
     (tmp_path / "empty.wav").write_bytes(b"")
     soundfile.write(tmp_path / "silent.wav", np.zeros(0, "float32"), RATE)
+    whole = (tmp_path / "good.wav").read_bytes()
+    (tmp_path / "truncated.wav").write_bytes(whole[:len(whole) // 2])
     rows = [audio_data.Utterance(tmp_path / name, ["a"])
-            for name in ("good.wav", "corrupt.wav", "empty.wav", "silent.wav", "missing.wav")]
+            for name in ("good.wav", "corrupt.wav", "empty.wav", "silent.wav", "truncated.wav",
+                         "missing.wav")]
     for bad in rows[1:]:
         with pytest.raises(UserError, match=bad.path.name):
             audio_data.load_utterances([rows[0], bad], RATE, "fail")
     waveforms, kept, skipped = audio_data.load_utterances(rows, RATE, "skip")
     assert [u.path.name for u in kept] == ["good.wav"] and len(waveforms) == 1
-    assert len(skipped) == 4
+    assert len(skipped) == 5
     assert all(name in reason for name, reason in
-               zip(["corrupt", "empty", "silent", "missing"], skipped.reasons))
+               zip(["corrupt", "empty", "silent", "truncated", "missing"], skipped.reasons))
+    assert "truncated audio" in skipped.reasons[3]
 
 
 def test_audio_is_resampled_to_the_recipe_rate(tmp_path):

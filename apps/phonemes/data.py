@@ -71,6 +71,29 @@ def select(utterances, manifest, split=None, speakers=None, exclude_speakers=Non
     return chosen
 
 
+def _check_wav_length(path):
+    """A RIFF WAV whose data chunk is shorter than its header says is
+    truncated: libsndfile would read what is there without a word."""
+    with open(path, "rb") as f:
+        header = f.read(12)
+        if len(header) < 12 or header[:4] != b"RIFF" or header[8:12] != b"WAVE":
+            return
+        size = path.stat().st_size
+        while True:
+            chunk = f.read(8)
+            if len(chunk) < 8:
+                return
+            declared = int.from_bytes(chunk[4:], "little")
+            if chunk[:4] == b"data":
+                present = size - f.tell()
+                # 0 and 0xFFFFFFFF: written by streaming encoders that never knew the size.
+                if declared not in (0, 0xFFFFFFFF) and present < declared:
+                    raise UserError(f"{path}: truncated audio (the header says {declared} bytes "
+                                    f"of samples, the file holds {present})")
+                return
+            f.seek(declared + declared % 2, 1)  # chunks are padded to even sizes
+
+
 def load_audio(path, sample_rate):
     """Mono float32 samples of ``path`` at ``sample_rate`` (resampled if the
     file has another rate). A missing, unreadable or empty file is a
@@ -81,6 +104,7 @@ def load_audio(path, sample_rate):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"audio file not found: {path}")
+    _check_wav_length(path)
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile's errors have no common type

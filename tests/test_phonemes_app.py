@@ -252,3 +252,18 @@ def test_predict_json_lines_give_phoneme_times_of_the_greedy_path(trained):
         times = [t for a in row["alignment"] for t in (a["start"], a["end"])]
         assert times == sorted(times) and all(0 <= t <= duration for t in times)
     assert any(row["alignment"] for row in rows)
+
+
+def test_the_shipped_sample_reads_and_splits():
+    from pathlib import Path
+
+    import apps.phonemes
+
+    manifest = Path(apps.phonemes.__file__).parent / "sample" / "manifest.tsv"
+    app, config = config_for(None, train_manifest=str(manifest), train_split="train",
+                             dev_split="dev", sample_rate=8000)
+    train, dev = app.utterances(config, "train"), app.utterances(config, "dev")
+    assert (len(train), len(dev)) == (50, 10)
+    assert not {u.path for u in train} & {u.path for u in dev}
+    waveforms, kept, skipped = app.audio(config, dev, "dev")
+    assert len(kept) == 10 and not skipped and all(0.1 * 8000 < len(w) < 1.5 * 8000 for w in waveforms)

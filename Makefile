@@ -26,12 +26,16 @@ bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/lstm_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/ner_conll2003.py --data-dir "$(DATA)"
 
-# Train the NER quickstart on the bundled sample (resumes or reports if done),
-# export it as a SavedModel, and tag a few plain-text sentences.
+# Train every app's quickstart on its bundled sample (resumes or reports if
+# done), export it as a SavedModel, and use it: the NER quickstart tags a few
+# plain-text sentences, the phonemes quickstart transcribes a spoken digit.
 demo: install
 	$(BIN)/lstm-suite train recipes/ner/quickstart.yaml
 	test -d runs/quickstart-export || $(BIN)/lstm-suite export runs/quickstart runs/quickstart-export
 	$(BIN)/lstm-suite predict runs/quickstart apps/ner/sample/demo.txt
+	$(BIN)/lstm-suite train recipes/phonemes/quickstart.yaml --run-dir runs/phonemes-quickstart
+	test -d runs/phonemes-quickstart-export || $(BIN)/lstm-suite export runs/phonemes-quickstart runs/phonemes-quickstart-export
+	$(BIN)/lstm-suite predict runs/phonemes-quickstart apps/phonemes/sample/recordings/7_lucas_0.wav
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -47,7 +47,9 @@ def serving_archive(module, asset_files=()):
     reachable from ``module`` are tracked too (the function may capture
     them); ``asset_files`` (``{name: path}``) become tracked assets, so
     the export holds a copy in its ``assets/`` (``loaded.asset_files[name]``
-    after ``tf.saved_model.load``) and moves as one folder."""
+    after ``tf.saved_model.load``) and moves as one folder. The names in
+    ``module.serving_attributes`` (if any) become attributes of the archive,
+    so of the loaded export (a ``tf.Variable`` such as a sample rate)."""
     function = module.serving_default
     concrete = function.get_concrete_function()
     resources, seen = [], set()
@@ -62,6 +64,10 @@ def serving_archive(module, asset_files=()):
     archive.resources = resources
     archive.asset_files = {name: tf.saved_model.Asset(str(path))
                            for name, path in dict(asset_files).items()}
+    # Attributes the export contract promises on the loaded object (the
+    # phonemes app's ``sample_rate``): variables or constants the module names.
+    for name in getattr(module, "serving_attributes", ()):
+        setattr(archive, name, getattr(module, name))
     return archive, concrete
 
 

@@ -20,7 +20,10 @@ ROOT = Path(__file__).resolve().parents[1]
 SOURCES = ["pyproject.toml", "README.md", "lstm_core", "apps", "recipes"]
 SHIPPED = ["lstm_suite_recipes/ner/base.yaml", "lstm_suite_recipes/ner/quickstart.yaml",
            "lstm_suite_recipes/ner/conll2003.yaml", "lstm_suite_recipes/ner/README.md",
-           "apps/ner/sample/train.txt", "apps/ner/sample/valid.txt", "apps/ner/sample/demo.txt"]
+           "apps/ner/sample/train.txt", "apps/ner/sample/valid.txt", "apps/ner/sample/demo.txt",
+           "lstm_suite_recipes/phonemes/quickstart.yaml", "lstm_suite_recipes/phonemes/README.md",
+           "apps/phonemes/sample/manifest.tsv", "apps/phonemes/sample/README.md",
+           "apps/phonemes/sample/recordings/0_george_5.wav"]
 TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
 
 
@@ -81,7 +84,9 @@ def test_the_installed_wheel_lists_and_trains_bundled_recipes(tmp_path):
 
     cli = tmp_path / "venv" / "bin" / "lstm-suite"
     listed = run(cli, "recipes", cwd=work, env=env).stdout.splitlines()
-    assert [line.split()[0] for line in listed] == ["ner/base", "ner/conll2003", "ner/quickstart"]
+    assert [line.split()[0] for line in listed] == ["ner/base", "ner/conll2003", "ner/quickstart",
+                                                    "phonemes/base", "phonemes/fsdd",
+                                                    "phonemes/quickstart"]
 
     trained = run(cli, "train", "ner/quickstart", "--set", "train.epochs=1", "--set",
                   "train.max_steps_per_epoch=2", "--run-dir", "run", "--quiet", cwd=work, env=env)

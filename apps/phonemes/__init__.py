@@ -1,0 +1,1 @@
+"""Phoneme recognition: waveform to phonemes with a bidirectional peephole LSTM and CTC."""

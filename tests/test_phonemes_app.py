@@ -1,0 +1,269 @@
+"""The phonemes app end to end through the CLI, on tiny synthesized audio the
+tests write as WAV files: manifests and bad audio, resampling, training,
+evaluation with a beam, prediction, and the export contract (served in a
+fresh process and a TF1 session, padding-invariant, phonemes as predict's)."""
+
+from importlib import metadata
+
+import numpy as np
+import pytest
+import soundfile
+import tensorflow as tf
+
+from apps.phonemes import data as audio_data
+from apps.phonemes.app import PhonemeApp
+from lstm_core import apps
+from lstm_core.cli import main
+from lstm_core.errors import UserError
+
+RATE = 8000
+# Each "phoneme" is a tone: a sequence of them is a sequence of tones.
+TONES = {"a": 400.0, "b": 900.0, "ʃ": 1800.0}
+
+
+def tone_sequence(phonemes, seed, rate=RATE, seconds=0.12):
+    rng = np.random.default_rng(seed)
+    t = np.arange(int(seconds * rate)) / rate
+    parts = [0.4 * np.sin(2 * np.pi * TONES[p] * t) for p in phonemes]
+    return (np.concatenate(parts) + 0.01 * rng.normal(size=len(t) * len(phonemes))).astype("float32")
+
+
+def write_corpus(root, count=16):
+    """``count`` utterances by two speakers in ``root/audio``, a TSV manifest
+    (dev = the last four, split column) at ``root/manifest.tsv``."""
+    (root / "audio").mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(0)
+    lines = ["path\tspeaker\tsplit\tphonemes"]
+    for index in range(count):
+        phonemes = list(rng.choice(list(TONES), size=rng.integers(1, 4)))
+        soundfile.write(root / "audio" / f"u{index}.wav", tone_sequence(phonemes, index), RATE)
+        split = "dev" if index >= count - 4 else "train"
+        lines.append(f"audio/u{index}.wav\ts{index % 2}\t{split}\t{' '.join(phonemes)}")
+    (root / "manifest.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+RECIPE = """
+app: phonemes
+data: {train_manifest: manifest.tsv, train_split: train, dev_split: dev, sample_rate: 8000}
+model:
+  features: {n_mels: 16}
+  spec_augment: {enabled: true, freq_masks: 1, freq_mask_width: 2, time_masks: 1, time_mask_width: 2}
+  stack: 2
+  encoder: {units: 8, num_layers: 1, cell_options: {cell_clip: 3.0, num_proj: 6}}
+decode: {beam_width: 2}
+train: {epochs: 2, batch_size: 6, optimizer: {learning_rate: 0.01}}
+export: {check: true}
+"""
+
+
+def _with_phonemes_app():
+    points = {ep.name: ep for ep in metadata.entry_points(group=apps.ENTRY_POINT_GROUP)}
+    points["phonemes"] = metadata.EntryPoint("phonemes", "apps.phonemes.app:PhonemeApp",
+                                             apps.ENTRY_POINT_GROUP)
+    return lambda: points
+
+
+@pytest.fixture(scope="module", autouse=True)
+def phonemes_registered():
+    """``app: phonemes`` resolvable even where the installed metadata predates it."""
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr(apps, "_entry_points", _with_phonemes_app())
+        yield
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    root = tmp_path_factory.mktemp("phonemes")
+    write_corpus(root)
+    (root / "recipe.yaml").write_text(RECIPE)
+    run = root / "run"
+    assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(root),
+                 "--run-dir", str(run), "--quiet"]) == 0
+    return root, run
+
+
+def config_for(root, **data):
+    app = PhonemeApp()
+    config = {"data": {**{k: spec.default for k, spec in app.data_schema.items()}, **data}}
+    return app, config
+
+
+# -- data ---------------------------------------------------------------------
+
+
+def test_manifest_paths_are_relative_to_it_and_splits_choose_rows(tmp_path):
+    (tmp_path / "sub").mkdir()
+    manifest = tmp_path / "sub" / "m.csv"
+    manifest.write_text("path,phonemes,split,speaker\n"
+                        "x/1.wav,ʃ a  b,train,ann\nx/2.wav,a,dev,bob\nx/3.wav,b,train,bob\n",
+                        encoding="utf-8")
+    rows = audio_data.read_manifest(manifest)
+    assert rows[0].path == tmp_path / "sub" / "x" / "1.wav"
+    assert rows[0].phonemes == ["ʃ", "a", "b"]
+    app, config = config_for(tmp_path, train_manifest=str(manifest), train_split="train",
+                             dev_split="dev")
+    assert [u.path.name for u in app.utterances(config, "train")] == ["1.wav", "3.wav"]
+    assert [u.path.name for u in app.utterances(config, "dev")] == ["2.wav"]
+    # a held-out speaker instead of splits: left out of training
+    app, config = config_for(tmp_path, train_manifest=str(manifest), dev_speakers=["bob"])
+    assert [u.path.name for u in app.utterances(config, "train")] == ["1.wav"]
+    assert [u.path.name for u in app.utterances(config, "dev")] == ["2.wav", "3.wav"]
+
+
+def test_manifest_errors_name_the_file(tmp_path):
+    manifest = tmp_path / "m.tsv"
+    manifest.write_text("file\ttext\na.wav\thello\n")
+    with pytest.raises(UserError, match=r"m\.tsv: no path or phonemes column"):
+        audio_data.read_manifest(manifest)
+    with pytest.raises(UserError, match="manifest not found"):
+        audio_data.read_manifest(tmp_path / "none.tsv")
+    manifest.write_text("path\tphonemes\na.wav\ta\n")
+    rows = audio_data.read_manifest(manifest)
+    with pytest.raises(UserError, match="no 'split' value"):
+        audio_data.select(rows, manifest, split="train")
+
+
+def test_bad_audio_is_named_and_fails_or_is_skipped_and_counted(tmp_path):
+    soundfile.write(tmp_path / "good.wav", tone_sequence("a", 0), RATE)
+    (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage, not a wave file")
+    (tmp_path / "empty.wav").write_bytes(b"")
+    soundfile.write(tmp_path / "silent.wav", np.zeros(0, "float32"), RATE)
+    whole = (tmp_path / "good.wav").read_bytes()
+    (tmp_path / "truncated.wav").write_bytes(whole[:len(whole) // 2])
+    rows = [audio_data.Utterance(tmp_path / name, ["a"])
+            for name in ("good.wav", "corrupt.wav", "empty.wav", "silent.wav", "truncated.wav",
+                         "missing.wav")]
+    for bad in rows[1:]:
+        with pytest.raises(UserError, match=bad.path.name):
+            audio_data.load_utterances([rows[0], bad], RATE, "fail")
+    waveforms, kept, skipped = audio_data.load_utterances(rows, RATE, "skip")
+    assert [u.path.name for u in kept] == ["good.wav"] and len(waveforms) == 1
+    assert len(skipped) == 5
+    assert all(name in reason for name, reason in
+               zip(["corrupt", "empty", "silent", "truncated", "missing"], skipped.reasons))
+    assert "truncated audio" in skipped.reasons[3]
+
+
+def test_audio_is_resampled_to_the_recipe_rate(tmp_path):
+    t = np.arange(4000) / 8000
+    soundfile.write(tmp_path / "tone.wav", 0.5 * np.sin(2 * np.pi * 440 * t), 8000)
+    stereo = np.stack([0.5 * np.sin(2 * np.pi * 440 * t)] * 2, axis=1)
+    soundfile.write(tmp_path / "stereo.wav", stereo, 8000)
+    up = audio_data.load_audio(tmp_path / "tone.wav", 16000)
+    assert len(up) == 8000
+    expected = 0.5 * np.sin(2 * np.pi * 440 * np.arange(8000) / 16000)
+    # away from the edges the upsampled tone is the analytic one at 16 kHz
+    assert np.max(np.abs(up[500:-500] - expected[500:-500])) < 0.01
+    np.testing.assert_allclose(audio_data.load_audio(tmp_path / "stereo.wav", 8000),
+                               audio_data.load_audio(tmp_path / "tone.wav", 8000), atol=1e-4)
+
+
+# -- model --------------------------------------------------------------------
+
+
+def test_padding_does_not_change_a_rows_scores(tmp_path):
+    app = PhonemeApp()
+    config = {"model": {"features": {"n_mels": 16, "window_ms": 25.0, "hop_ms": 10.0},
+                        "spec_augment": {"enabled": False}, "stack": 2, "seed": 1,
+                        "encoder": {"cell": "peephole_lstm", "units": 8, "num_layers": 2,
+                                    "bidirectional": True, "dropout": 0.0, "residual": False,
+                                    "cell_options": {"cell_clip": 3.0}}}}
+    model = app.build_model(config, {"phones": ["a", "b"], "sample_rate": RATE})
+    wave = tone_sequence("ab", 3)
+    alone = model({"waveform": tf.constant(wave[None]), "lengths": tf.constant([len(wave)])})
+    padded = np.concatenate([wave, np.ones(1500, "float32")])  # padding that is not zeros
+    both = model({"waveform": tf.constant(np.stack([padded, padded])),
+                  "lengths": tf.constant([len(wave), len(padded)])})
+    steps = int(model.output_lengths(tf.constant([len(wave)]))[0])
+    assert alone.shape[1] == steps
+    np.testing.assert_allclose(both[0, :steps], alone[0], atol=1e-5)
+
+
+# -- through the CLI ------------------------------------------------------------
+
+
+def test_training_scores_dev_per_with_counts(trained):
+    root, run = trained
+    import json
+
+    epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
+    assert epochs and all("dev_per" in e and isinstance(e["dev_deletions"], int) for e in epochs)
+    assert json.loads((run / "assets.json").read_text())["phones"] == sorted(TONES)
+
+
+def test_evaluate_with_a_beam(trained, capsys):
+    root, run = trained
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data-dir", str(root), "--set",
+                 "decode.beam_width=4"]) == 0
+    out = capsys.readouterr().out
+    assert "PER" in out and "beam 4" in out and "substitutions" in out
+
+
+def test_export_serves_like_predict_in_a_fresh_process(trained, capsys):
+    root, run = trained
+    export = root / "export"
+    # the recipe's export.check: a fresh process, and a TF1 session, on serving_example
+    assert main(["export", str(run), str(export)]) == 0
+    predicted = root / "predicted.tsv"
+    assert main(["predict", str(run), str(root / "manifest.tsv"), "--output", str(predicted)]) == 0
+    lines = [line.split("\t") for line in predicted.read_text(encoding="utf-8").splitlines()]
+    assert len(lines) == 16 and all(path.endswith(".wav") for path, _ in lines)
+
+    loaded = tf.saved_model.load(str(export))
+    assert int(loaded.sample_rate.numpy()) == RATE
+    serve = loaded.signatures["serving_default"]
+    waves = [audio_data.load_audio(path, RATE) for path, _ in lines]
+    batch, lengths = audio_data.pad_batch(waves)
+    served = serve(waveform=tf.constant(batch), lengths=tf.constant(lengths))["phonemes"]
+    assert served.dtype == tf.string and served.shape == (16,)
+    assert [s.decode() for s in served.numpy()] == [phonemes for _, phonemes in lines]
+    assert any(served.numpy()), "the tiny model emits only blanks: the comparison says nothing"
+    # each row alone (no padding) gives what it gave in the padded batch
+    for wave, expected in zip(waves[:4], served.numpy()[:4]):
+        alone = serve(waveform=tf.constant(wave[None]), lengths=tf.constant([len(wave)], tf.int32))
+        assert alone["phonemes"].numpy()[0] == expected
+
+
+def test_predict_reads_a_file_and_a_folder(trained, capsys):
+    root, run = trained
+    capsys.readouterr()
+    assert main(["predict", str(run), str(root / "audio" / "u0.wav")]) == 0
+    single = capsys.readouterr().out.splitlines()
+    assert len(single) == 1 and single[0].startswith(str(root / "audio" / "u0.wav") + "\t")
+    assert main(["predict", str(run), str(root / "audio")]) == 0
+    folder = capsys.readouterr().out.splitlines()
+    assert len(folder) == 16 and single[0] in folder
+
+
+def test_predict_json_lines_give_phoneme_times_of_the_greedy_path(trained):
+    root, run = trained
+    out = root / "aligned.jsonl"
+    assert main(["predict", str(run), str(root / "manifest.tsv"), "--output", str(out),
+                 "--set", "decode.beam_width=1"]) == 0
+    import json
+
+    rows = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
+    assert len(rows) == 16
+    duration = 0.12 * 3 + 0.05  # the longest utterance, and a step of slack
+    for row in rows:
+        # greedy decoding: the aligned phonemes are the transcription
+        assert [a["phoneme"] for a in row["alignment"]] == row["phonemes"].split()
+        times = [t for a in row["alignment"] for t in (a["start"], a["end"])]
+        assert times == sorted(times) and all(0 <= t <= duration for t in times)
+    assert any(row["alignment"] for row in rows)
+
+
+def test_the_shipped_sample_reads_and_splits():
+    from pathlib import Path
+
+    import apps.phonemes
+
+    manifest = Path(apps.phonemes.__file__).parent / "sample" / "manifest.tsv"
+    app, config = config_for(None, train_manifest=str(manifest), train_split="train",
+                             dev_split="dev", sample_rate=8000)
+    train, dev = app.utterances(config, "train"), app.utterances(config, "dev")
+    assert (len(train), len(dev)) == (50, 10)
+    assert not {u.path for u in train} & {u.path for u in dev}
+    waveforms, kept, skipped = app.audio(config, dev, "dev")
+    assert len(kept) == 10 and not skipped and all(0.1 * 8000 < len(w) < 1.5 * 8000 for w in waveforms)

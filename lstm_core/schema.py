@@ -124,6 +124,30 @@ def apply_decode_overrides(app, config, overrides):
     return {**config, DECODE: decode}
 
 
+def rnn_names():
+    """The registered recurrent layers a recipe may name (asked when a
+    recipe is validated, so layers registered by then count)."""
+    from lstm_core.layers import RNN_LAYERS
+
+    return sorted(RNN_LAYERS)
+
+
+def encoder_schema(units=128, num_layers=1, cell_options=None):
+    """The schema of a stack of recurrent layers (an ``RNNStack``), the
+    ``encoder`` section every app's model has, with the app's defaults."""
+    return {
+        "cell": Field(str, "peephole_lstm", choices=rnn_names, doc="registered recurrent layer"),
+        "units": Field(int, units, min=1, doc="units per direction"),
+        "num_layers": Field(int, num_layers, min=1, doc="stacked recurrent layers"),
+        "bidirectional": Field(bool, True, doc="run each layer both ways, outputs concatenated"),
+        "dropout": Field(float, 0.0, min=0, max=0.99, doc="between layers"),
+        "residual": Field(bool, False,
+                          doc="add each layer's input to its output where their sizes match"),
+        "cell_options": Field(dict, dict(cell_options or {}),
+                              doc="extra layer arguments: cell_clip, num_proj, proj_clip, ..."),
+    }
+
+
 def check_rnn_options(section, cell, options):
     """Refuse ``cell_options`` the registered recurrent layer ``cell`` does
     not take, as a recipe error naming them (a misspelt ``cell_clip`` is the

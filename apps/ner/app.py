@@ -11,17 +11,11 @@ from apps.ner.metrics import entity_scores, format_report
 from lstm_core.apps import App
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field
-from lstm_core.schema import check_rnn_options
+from lstm_core.schema import check_rnn_options, encoder_schema
 
 SCHEMES = ["bio", "iobes"]
 OPTIONAL_PATH = (str, type(None))
 SERVING_ATTRIBUTE = "_ner_serving"  # where a model keeps its serving module
-
-
-def _cells():
-    from lstm_core import RNN_LAYERS
-
-    return sorted(RNN_LAYERS)
 
 
 class NERApp(App):
@@ -53,17 +47,7 @@ class NERApp(App):
         "char_units": Field(int, 25, min=1,
                             doc="character BiLSTM units per direction (the CNN has twice as many filters)"),
         "caps_dim": Field(int, 4, min=1, doc="capitalization class embedding size"),
-        "encoder": {
-            "cell": Field(str, "peephole_lstm", choices=_cells, doc="registered recurrent layer"),
-            "units": Field(int, 200, min=1, doc="units per direction"),
-            "num_layers": Field(int, 1, min=1, doc="stacked recurrent layers"),
-            "bidirectional": Field(bool, True,
-                                   doc="run each layer both ways, outputs concatenated"),
-            "dropout": Field(float, 0.0, min=0, max=0.99, doc="between layers"),
-            "residual": Field(bool, False,
-                              doc="add each layer's input to its output where their sizes match"),
-            "cell_options": Field(dict, {}, doc="extra layer arguments, e.g. cell_clip"),
-        },
+        "encoder": encoder_schema(units=200, num_layers=1),
         "dropout": Field(float, 0.5, min=0, max=0.99,
                          doc="dropout rate on the token features and on the encoder outputs"),
         "word_dropout": Field(float, 0.05, min=0, max=0.99, doc="chance a training word becomes unknown"),

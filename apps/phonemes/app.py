@@ -13,17 +13,11 @@ from apps.phonemes import data as audio_data
 from lstm_core.apps import App
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field
-from lstm_core.schema import check_rnn_options
+from lstm_core.schema import check_rnn_options, encoder_schema
 
 OPTIONAL_PATH = (str, type(None))
 OPTIONAL_STR = (str, type(None))
 SERVING_ATTRIBUTE = "_phonemes_serving"  # where a model keeps its serving modules
-
-
-def _cells():
-    from lstm_core import RNN_LAYERS
-
-    return sorted(RNN_LAYERS)
 
 
 class PhonemeApp(App):
@@ -62,16 +56,7 @@ class PhonemeApp(App):
                                      doc="a time mask covers at most this share of the utterance"),
         },
         "stack": Field(int, 3, min=1, doc="frames stacked into one recurrent step"),
-        "encoder": {
-            "cell": Field(str, "peephole_lstm", choices=_cells, doc="registered recurrent layer"),
-            "units": Field(int, 128, min=1, doc="units per direction"),
-            "num_layers": Field(int, 2, min=1, doc="stacked recurrent layers"),
-            "bidirectional": Field(bool, True, doc="run each layer both ways"),
-            "dropout": Field(float, 0.0, min=0, max=0.99, doc="between layers"),
-            "residual": Field(bool, False, doc="add each layer's input to its output"),
-            "cell_options": Field(dict, {"cell_clip": 3.0},
-                                  doc="extra layer arguments: cell_clip, num_proj, ..."),
-        },
+        "encoder": encoder_schema(units=128, num_layers=2, cell_options={"cell_clip": 3.0}),
         "seed": Field(int, 1, doc="seeds SpecAugment's masks"),
     }
     decode_schema = {

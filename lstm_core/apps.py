@@ -137,6 +137,28 @@ class App:
         raise NotImplementedError
 
 
+#: The attribute of a model that holds :func:`model_cache`'s objects.
+MODEL_CACHE = "_lstm_suite_cache"
+
+
+def model_cache(model, key, make):
+    """The object ``make()`` builds for ``model``, built once per model and
+    ``key`` (an app's serving module: a new one would trace its graph again
+    at every dev evaluation). Kept on the model, so it lives as long as the
+    model and no longer: a table on the app (even a WeakKeyDictionary) would
+    keep every model alive, as a serving module refers to its model.
+    ``object.__setattr__`` skips Keras's and TensorFlow's attribute tracking,
+    which would make the object part of the model's state (its checkpoints,
+    SavedModels)."""
+    cache = vars(model).get(MODEL_CACHE)
+    if cache is None:
+        cache = {}
+        object.__setattr__(model, MODEL_CACHE, cache)
+    if key not in cache:
+        cache[key] = make()
+    return cache[key]
+
+
 @functools.cache
 def _entry_points() -> dict:
     return {ep.name: ep for ep in metadata.entry_points(group=ENTRY_POINT_GROUP)}

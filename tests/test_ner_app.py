@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from apps.ner.app import SERVING_ATTRIBUTE, NERApp, _looks_like_conll, read_embeddings
+from apps.ner.app import NERApp, _looks_like_conll, read_embeddings
 from apps.ner.features import Featurizer
+from lstm_core.apps import MODEL_CACHE
 from lstm_core.cli import main
 from lstm_core.crf import viterbi_decode
 from lstm_core.errors import UserError
@@ -296,7 +297,7 @@ def test_a_model_has_one_serving_module_and_both_are_freed_with_it():
     assert [len(t) for t in tags] == [2, 1] and app.serving(tagger, assets).tag([["Oslo"]]) == tags[1:]
     assert serving.serving_default.experimental_get_tracing_count() == 1  # traced once, reused
     # Not part of the model's state: no checkpoint or SavedModel of the model holds it.
-    assert SERVING_ATTRIBUTE not in tf.train.TrackableView(tagger).children(tagger)
+    assert MODEL_CACHE not in tf.train.TrackableView(tagger).children(tagger)
     model, module = weakref.ref(tagger), weakref.ref(serving)
     del tagger, serving
     gc.collect()

@@ -8,14 +8,13 @@ import tensorflow as tf
 
 from apps.ner import data as conll
 from apps.ner.metrics import entity_scores, format_report
-from lstm_core.apps import App
+from lstm_core.apps import App, model_cache
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field
 from lstm_core.schema import check_rnn_options, encoder_schema
 
 SCHEMES = ["bio", "iobes"]
 OPTIONAL_PATH = (str, type(None))
-SERVING_ATTRIBUTE = "_ner_serving"  # where a model keeps its serving module
 
 
 class NERApp(App):
@@ -161,16 +160,7 @@ class NERApp(App):
         trace its graph again at every dev evaluation."""
         from apps.ner.serving import NERServing
 
-        # Kept on the model, so it lives as long as the model and no longer:
-        # a table on the app (even a WeakKeyDictionary) would keep every
-        # model alive, as the module refers to its model. object.__setattr__
-        # skips Keras's and TensorFlow's attribute tracking, which would make
-        # the module part of the model's state (its checkpoints, SavedModels).
-        serving = vars(model).get(SERVING_ATTRIBUTE)
-        if serving is None:
-            serving = NERServing(model, assets)
-            object.__setattr__(model, SERVING_ATTRIBUTE, serving)
-        return serving
+        return model_cache(model, "serving", lambda: NERServing(model, assets))
 
     # -- use ------------------------------------------------------------------
 

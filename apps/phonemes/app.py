@@ -10,14 +10,13 @@ import numpy as np
 import tensorflow as tf
 
 from apps.phonemes import data as audio_data
-from lstm_core.apps import App
+from lstm_core.apps import App, model_cache
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field
 from lstm_core.schema import check_rnn_options, encoder_schema
 
 OPTIONAL_PATH = (str, type(None))
 OPTIONAL_STR = (str, type(None))
-SERVING_ATTRIBUTE = "_phonemes_serving"  # where a model keeps its serving modules
 
 
 class PhonemeApp(App):
@@ -164,15 +163,8 @@ class PhonemeApp(App):
         and width (a new one would trace its graph again at every dev pass)."""
         from apps.phonemes.serving import PhonemeServing
 
-        # Kept on the model and out of Keras's tracking, as the NER app does.
-        modules = vars(model).get(SERVING_ATTRIBUTE)
-        if modules is None:
-            modules = {}
-            object.__setattr__(model, SERVING_ATTRIBUTE, modules)
-        if beam_width not in modules:
-            modules[beam_width] = PhonemeServing(model, assets["phones"], assets["sample_rate"],
-                                                 beam_width)
-        return modules[beam_width]
+        return model_cache(model, ("serving", beam_width), lambda: PhonemeServing(
+            model, assets["phones"], assets["sample_rate"], beam_width))
 
     # -- use ------------------------------------------------------------------
 

@@ -1,5 +1,7 @@
-"""Audio front end as Keras layers: log-mel features, MFCCs, normalisation,
-SpecAugment and frame stacking.
+"""Audio front end as Keras layers: speed and noise augmentation of the
+waveform, log-mel features, MFCCs and their deltas, normalisation (with
+:func:`feature_statistics` for global statistics), SpecAugment, and frame
+stacking or strided convolution to cut the time steps.
 
 Every layer is TensorFlow ops only, so training and the exported SavedModel
 run the same feature code (no train/serve skew), and every layer takes
@@ -13,10 +15,12 @@ mel matrix is built in NumPy from librosa's formula at construction, so
 neither training nor serving needs librosa.
 
 All the layers run inside ``tf.function(jit_compile=True)`` (XLA has the
-FFT, framing and gather they need); :class:`SpecAugment` under XLA draws
-other masks than without it for the same seed (XLA's own RNG stream).
+FFT, framing and gather they need); the random layers (:class:`SpecAugment`,
+:class:`SpeedPerturb`, :class:`AddNoise`) under XLA draw other values than
+without it for the same seed (XLA's own RNG stream).
 """
 
+import inspect
 import math
 
 import keras
@@ -283,6 +287,163 @@ class Mfcc(keras.layers.Layer):
         return config
 
 
+def delta_filters(order, width):
+    """``[order, width]``: row ``n - 1`` gives the ``n``-th time derivative
+    of the degree-``n`` least-squares polynomial through ``width`` frames
+    (``librosa.feature.delta``'s Savitzky-Golay filter; that derivative is
+    the same at every point of the window, so edge frames use the window
+    at the edge, as its ``mode="interp"`` does)."""
+    positions = np.arange(width, dtype=np.float64)
+    filters = []
+    for n in range(1, order + 1):
+        vandermonde = positions[:, None] ** np.arange(n + 1)[None, :]
+        filters.append(math.factorial(n) * np.linalg.pinv(vandermonde)[n])
+    return np.stack(filters).astype(np.float32)
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class Deltas(keras.layers.Layer):
+    """Features followed by their time derivatives up to ``order``:
+    ``[b, t, f] -> [b, t, (order + 1) * f]`` as ``[x, delta_1, ...,
+    delta_order]``, each as ``librosa.feature.delta(x, width=width,
+    order=n)`` (the default ``mode="interp"``) of the row's valid frames
+    alone. ``call(features, lengths=None)`` returns ``(features, lengths)``,
+    zeros past each row's length.
+
+    A row shorter than ``width`` frames (librosa refuses those) fits its one
+    window with its last frame repeated.
+    """
+
+    def __init__(self, order=2, width=9, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # as LogMel: statistics in float32
+        super().__init__(**kwargs)
+        self.order = _positive_int("order", order)
+        self.width = _positive_int("width", width)
+        if self.width < 3 or self.width % 2 == 0 or self.width <= self.order:
+            raise UserError(f"audio: delta width must be odd, >= 3 and more than the order "
+                            f"{self.order}, got {width!r}")
+        self._filters = delta_filters(self.order, self.width)
+
+    def call(self, features, lengths=None):
+        features = tf.cast(features, tf.float32)
+        lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
+        shape = tf.shape(features)
+        # Frame t reads the window of `width` frames centred on it, moved
+        # inside the row at its ends (clamped to the last frame when shorter).
+        last = tf.maximum(lengths - 1, 0)[:, None, None]
+        start = tf.range(shape[1])[None, :] - self.width // 2
+        start = tf.maximum(tf.minimum(start, tf.maximum(lengths - self.width, 0)[:, None]), 0)
+        index = tf.minimum(start[:, :, None] + tf.range(self.width)[None, None, :], last)
+        windows = tf.gather(features, index, batch_dims=1)  # [b, t, width, f]
+        deltas = tf.einsum("btwf,nw->btnf", windows, self._filters)
+        deltas = tf.reshape(deltas, [shape[0], shape[1], self.order * features.shape[-1]])
+        valid = tf.sequence_mask(lengths, shape[1])[:, :, None]
+        return tf.where(valid, tf.concat([features, deltas], axis=-1), 0.0), lengths
+
+    def compute_output_spec(self, features, lengths=None):
+        return (
+            keras.KerasTensor(
+                features.shape[:-1] + ((self.order + 1) * features.shape[-1],), dtype="float32"
+            ),
+            keras.KerasTensor((features.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(order=self.order, width=self.width)
+        return config
+
+
+FEATURE_KINDS = ("log_mel", "mfcc")
+LOG_MEL_OPTIONS = frozenset(inspect.signature(LogMel.__init__).parameters) - {"self", "kwargs"}
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class AudioFeatures(keras.layers.Layer):
+    """Waveforms to the features an audio model reads: :class:`LogMel`, or
+    its :class:`Mfcc` when ``kind="mfcc"``, then :class:`Deltas` of order
+    ``deltas`` (0: none). ``call(waveform, lengths=None)`` returns
+    ``(features [batch, frames, feature_size], frame_lengths)``; the other
+    keyword arguments are :class:`LogMel`'s. One layer, so that a model and
+    the code computing its global statistics (:func:`feature_statistics`)
+    cannot disagree on what the features are.
+    """
+
+    def __init__(self, kind="log_mel", n_mfcc=13, deltas=0, delta_width=9, **kwargs):
+        log_mel_options = {k: kwargs.pop(k) for k in list(kwargs) if k in LOG_MEL_OPTIONS}
+        kwargs.setdefault("dtype", "float32")  # as LogMel: features in float32
+        super().__init__(**kwargs)
+        if kind not in FEATURE_KINDS:
+            raise UserError(f"audio: feature kind must be one of {FEATURE_KINDS}, got {kind!r}")
+        if isinstance(deltas, bool) or not isinstance(deltas, (int, np.integer)) or deltas < 0:
+            raise UserError(f"audio: deltas must be an integer >= 0, got {deltas!r}")
+        self.kind, self.n_mfcc, self.delta_width = kind, n_mfcc, delta_width
+        self.deltas = int(deltas)
+        self.log_mel_options = dict(log_mel_options)
+        self.log_mel = LogMel(**self.log_mel_options, name="log_mel")
+        self.mfcc = Mfcc(n_mfcc, name="mfcc") if kind == "mfcc" else None
+        if self.mfcc is not None and n_mfcc > self.log_mel.n_mels:
+            raise UserError(f"audio: n_mfcc {n_mfcc} is more than the {self.log_mel.n_mels} "
+                            f"mel bands")
+        self.delta_layer = Deltas(self.deltas, delta_width, name="deltas") if deltas else None
+
+    @property
+    def feature_size(self):
+        """Values per frame."""
+        base = self.n_mfcc if self.mfcc is not None else self.log_mel.n_mels
+        return base * (self.deltas + 1)
+
+    def frame_lengths(self, lengths):
+        """Frames of rows of ``lengths`` samples."""
+        return self.log_mel.frame_lengths(lengths)
+
+    def call(self, waveform, lengths=None):
+        features, lengths = self.log_mel(waveform, lengths)
+        for layer in (self.mfcc, self.delta_layer):
+            if layer is not None:
+                features, lengths = layer(features, lengths)
+        return features, lengths
+
+    def compute_output_spec(self, waveform, lengths=None):
+        frames = self.log_mel.compute_output_spec(waveform, lengths)[0].shape[1]
+        return (
+            keras.KerasTensor((waveform.shape[0], frames, self.feature_size), dtype="float32"),
+            keras.KerasTensor((waveform.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(kind=self.kind, n_mfcc=self.n_mfcc, deltas=self.deltas,
+                      delta_width=self.delta_width, **self.log_mel_options)
+        return config
+
+
+def feature_statistics(features, waveforms, batch_size=32, std_floor=1e-3):
+    """Global ``(mean, std)`` (float64 arrays of ``feature_size`` values) of
+    the features a layer such as :class:`AudioFeatures` computes, over every
+    valid frame of ``waveforms`` (1-D arrays): the statistics of
+    ``Normalize(mean=..., std=...)``. Every frame counts once, whatever its
+    utterance's length. ``std`` is at least ``std_floor``: a channel that
+    never varies (a mel band above the audio's bandwidth) must not turn
+    tiny differences into large inputs."""
+    count, total, squares = 0, 0.0, 0.0
+    order = sorted(range(len(waveforms)), key=lambda i: len(waveforms[i]))  # little padding
+    for start in range(0, len(order), batch_size):
+        rows = [np.asarray(waveforms[i], np.float32) for i in order[start:start + batch_size]]
+        batch = np.zeros((len(rows), max(len(r) for r in rows)), np.float32)
+        for row, wave in enumerate(rows):
+            batch[row, :len(wave)] = wave
+        values, lengths = features(batch, np.array([len(r) for r in rows], np.int32))
+        valid = np.asarray(values, np.float64)[np.asarray(tf.sequence_mask(lengths))]
+        count += len(valid)
+        total = total + valid.sum(axis=0)
+        squares = squares + np.square(valid).sum(axis=0)
+    if not count:
+        raise UserError("audio: no frames to compute feature statistics on")
+    mean = total / count
+    return mean, np.maximum(np.sqrt(np.maximum(squares / count - mean**2, 0.0)), std_floor)
+
+
 def _masked_moments(features, lengths):
     """Mean and standard deviation over each row's valid frames: ``[batch, 1, f]``."""
     mask = _valid_mask(lengths, tf.shape(features)[1], features.dtype)[:, :, None]
@@ -356,8 +517,162 @@ class Normalize(keras.layers.Layer):
         return config
 
 
+class _SeededAugmentation(keras.layers.Layer):
+    """A layer that draws new random values at every training call from a
+    stateless RNG keyed by ``seed`` and a step counter (a non-trainable
+    weight, so a resumed run goes on drawing where it stopped): two layers
+    with the same seed draw the same values, and a run is reproducible.
+    ``seed=None`` picks one at random."""
+
+    def __init__(self, seed=None, **kwargs):
+        super().__init__(**kwargs)
+        self.seed = seed
+        self._seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
+        self._step = self.add_weight(
+            name="step", shape=(), dtype="int64", initializer="zeros", trainable=False
+        )
+
+    def _next_key(self):
+        """This call's ``[2]`` int64 RNG key; counts the call."""
+        step = self._step.value if hasattr(self._step, "value") else self._step
+        key = tf.stack([tf.cast(self._seed, tf.int64), tf.convert_to_tensor(step)])
+        self._step.assign_add(1)
+        return key
+
+    def get_config(self):
+        config = super().get_config()
+        config["seed"] = self.seed
+        return config
+
+
+def _range_of(name, values, low=None):
+    """``(min, max)`` floats from a pair, ``min <= max``, both above ``low``."""
+    try:
+        first, second = (float(v) for v in values)
+    except (TypeError, ValueError):
+        raise UserError(f"audio: {name} must be [min, max], got {values!r}") from None
+    if first > second or (low is not None and first <= low):
+        bound = f" and min > {low:g}" if low is not None else ""
+        raise UserError(f"audio: {name} must be [min, max] with min <= max{bound}, got {values!r}")
+    return first, second
+
+
 @keras.saving.register_keras_serializable(package="lstm_core")
-class SpecAugment(keras.layers.Layer):
+class SpeedPerturb(_SeededAugmentation):
+    """Speed perturbation of waveforms, in training only: each row is played
+    at a rate drawn uniformly from ``rates`` (``[min, max]``; 1.1 is 10%
+    faster: shorter and a tenth higher in pitch, as sox's ``speed`` effect
+    and Kaldi's speed perturbation).
+
+    ``call(waveform, lengths=None, training=None)`` returns ``(waveform,
+    lengths)``: output sample ``i`` of a row of ``L`` samples at rate ``r``
+    is the input linearly interpolated at ``i * r``, for the ``1 + (L - 1)
+    // r`` samples that stay inside the row (zeros after them); a batch of
+    ``T`` samples becomes ``1 + (T - 1) // min(rates)`` long. Linear
+    interpolation has no anti-aliasing filter: a rate above 1 folds the
+    energy above ``sample_rate / (2 r)`` back into the band (little, for
+    speech). Not training, it is the identity. Rates are seeded (see
+    :class:`_SeededAugmentation`).
+    """
+
+    def __init__(self, rates=(0.9, 1.1), seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # waveforms stay float32
+        super().__init__(seed=seed, **kwargs)
+        self.rates = _range_of("speed rates", rates, low=0.0)
+
+    def output_lengths(self, lengths, rates):
+        """Samples of rows of ``lengths`` samples played at ``rates`` (float64)."""
+        lengths = tf.cast(lengths, tf.float64)
+        played = tf.floor(tf.maximum(lengths - 1.0, 0.0) / rates) + 1.0
+        return tf.cast(tf.where(lengths > 0, played, 0.0), tf.int32)
+
+    def call(self, waveform, lengths=None, training=None):
+        waveform = tf.cast(waveform, tf.float32)
+        lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
+        if not training:
+            return waveform, lengths
+        shape = tf.shape(waveform)
+        low, high = self.rates
+        rates = tf.random.stateless_uniform(
+            shape[:1], self._next_key(), minval=low, maxval=high, dtype=tf.float64, alg="philox"
+        )
+        # Sizes follow from the static input size (XLA needs them constant).
+        steps = self.output_lengths(shape[1:2], low)[0]
+        new_lengths = tf.minimum(self.output_lengths(lengths, rates), steps)
+        # Positions in float64: float32 would be off by a tenth of a sample
+        # after a minute of audio.
+        position = tf.cast(tf.range(steps), tf.float64)[None, :] * rates[:, None]
+        below = tf.floor(position)
+        fraction = tf.cast(position - below, tf.float32)
+        last = tf.maximum(lengths - 1, 0)[:, None]
+        below = tf.minimum(tf.cast(below, tf.int32), last)
+        left = tf.gather(waveform, below, batch_dims=1)
+        right = tf.gather(waveform, tf.minimum(below + 1, last), batch_dims=1)
+        played = left + fraction * (right - left)
+        return played * _valid_mask(new_lengths, steps), new_lengths
+
+    def compute_output_spec(self, waveform, lengths=None, training=None):
+        return (
+            keras.KerasTensor((waveform.shape[0], None), dtype="float32"),
+            keras.KerasTensor((waveform.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["rates"] = list(self.rates)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class AddNoise(_SeededAugmentation):
+    """Additive white Gaussian noise, in training only, at a signal-to-noise
+    ratio drawn per row uniformly from ``snr_db`` (``[min, max]`` in dB)
+    relative to the power of the row's valid samples.
+
+    ``call(waveform, lengths=None, training=None)`` returns ``(waveform,
+    lengths)``, the noise on the valid samples only (the padding is zeroed, a
+    silent row stays silent); not training, it is the identity. The SNRs and
+    the noise are seeded (see :class:`_SeededAugmentation`).
+    """
+
+    def __init__(self, snr_db=(10.0, 30.0), seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # waveforms stay float32
+        super().__init__(seed=seed, **kwargs)
+        self.snr_db = _range_of("noise snr_db", snr_db)
+
+    def call(self, waveform, lengths=None, training=None):
+        waveform = tf.cast(waveform, tf.float32)
+        lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
+        if not training:
+            return waveform, lengths
+        shape = tf.shape(waveform)
+        snr_key, noise_key = tf.unstack(
+            tf.random.experimental.stateless_split(self._next_key(), 2, alg="philox")
+        )
+        low, high = self.snr_db
+        snr = tf.random.stateless_uniform(shape[:1], snr_key, minval=low, maxval=high,
+                                          alg="philox")
+        mask = _valid_mask(lengths, shape[1])
+        count = tf.maximum(tf.cast(lengths, tf.float32), 1.0)
+        power = tf.reduce_sum(tf.square(waveform) * mask, axis=1) / count
+        scale = tf.sqrt(power * tf.pow(10.0, -snr / 10.0))
+        noise = tf.random.stateless_normal(shape, noise_key, alg="philox")
+        return (waveform + noise * scale[:, None]) * mask, lengths
+
+    def compute_output_spec(self, waveform, lengths=None, training=None):
+        return (
+            keras.KerasTensor(waveform.shape, dtype="float32"),
+            keras.KerasTensor((waveform.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config["snr_db"] = list(self.snr_db)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class SpecAugment(_SeededAugmentation):
     """SpecAugment's frequency and time masking, in training only.
 
     ``call(features, lengths=None, training=None)`` returns ``(features,
@@ -366,9 +681,8 @@ class SpecAugment(keras.layers.Layer):
     ``time_masks`` spans of up to ``time_mask_width`` frames (and at most
     ``time_mask_ratio`` of the row's length), each span inside the row's
     valid frames (padding is left as it is); otherwise it is the identity.
-    Masks come from a stateless RNG keyed by ``seed`` and a step counter (a
-    non-trainable weight), so two layers with the same seed mask the same
-    way, and each call draws new masks. Under XLA the same seed gives other
+    Each training call draws new masks, seeded (see
+    :class:`_SeededAugmentation`). Under XLA the same seed gives other
     (equally reproducible) masks: XLA's stateless RNG is its own stream.
     """
 
@@ -383,7 +697,7 @@ class SpecAugment(keras.layers.Layer):
         seed=None,
         **kwargs,
     ):
-        super().__init__(**kwargs)
+        super().__init__(seed=seed, **kwargs)
         for name, value in (
             ("freq_masks", freq_masks), ("freq_mask_width", freq_mask_width),
             ("time_masks", time_masks), ("time_mask_width", time_mask_width),
@@ -398,11 +712,6 @@ class SpecAugment(keras.layers.Layer):
         self.time_mask_width = int(time_mask_width)
         self.time_mask_ratio = float(time_mask_ratio)
         self.mask_value = float(mask_value)
-        self.seed = seed
-        self._seed = int(np.random.randint(2**31 - 1) if seed is None else seed)
-        self._step = self.add_weight(
-            name="step", shape=(), dtype="int64", initializer="zeros", trainable=False
-        )
 
     def _spans(self, key, count, max_width, limit):
         """``[batch, count]`` starts and widths with ``start + width <= limit``
@@ -428,9 +737,7 @@ class SpecAugment(keras.layers.Layer):
         lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
         if not training:
             return features, lengths
-        step = self._step.value if hasattr(self._step, "value") else self._step
-        key = tf.stack([tf.cast(self._seed, tf.int64), tf.convert_to_tensor(step)])
-        self._step.assign_add(1)
+        key = self._next_key()
         shape = tf.shape(features)
         channels = tf.fill(shape[:1], shape[2])
         keys = tf.random.experimental.stateless_split(key, 2, alg="philox")
@@ -461,7 +768,6 @@ class SpecAugment(keras.layers.Layer):
             time_mask_width=self.time_mask_width,
             time_mask_ratio=self.time_mask_ratio,
             mask_value=self.mask_value,
-            seed=self.seed,
         )
         return config
 
@@ -477,6 +783,10 @@ class FrameStack(keras.layers.Layer):
         super().__init__(**kwargs)
         self.stack = _positive_int("stack", stack)
 
+    def output_lengths(self, lengths):
+        """Steps of rows of ``lengths`` frames."""
+        return (tf.cast(lengths, tf.int32) + self.stack - 1) // self.stack
+
     def call(self, features, lengths=None):
         lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
         shape = tf.shape(features)
@@ -488,7 +798,7 @@ class FrameStack(keras.layers.Layer):
         steps = (shape[1] + self.stack - 1) // self.stack
         features = tf.pad(features, [[0, 0], [0, steps * self.stack - shape[1]], [0, 0]])
         stacked = tf.reshape(features, [shape[0], steps, self.stack * channels])
-        return stacked, (lengths + self.stack - 1) // self.stack
+        return stacked, self.output_lengths(lengths)
 
     def compute_output_spec(self, features, lengths=None):
         steps = features.shape[1]
@@ -503,4 +813,73 @@ class FrameStack(keras.layers.Layer):
     def get_config(self):
         config = super().get_config()
         config["stack"] = self.stack
+        return config
+
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class ConvSubsample(keras.layers.Layer):
+    """A strided 1-D convolution over time, the learned alternative to
+    :class:`FrameStack`: ``[b, t, f] -> [b, ceil(t / factor), filters]``
+    and lengths to ``ceil(lengths / factor)``.
+
+    Step ``j`` sees the ``kernel_size`` frames from ``j * factor - (kernel_size
+    - factor) // 2`` on (centred on the frames a stack of ``factor`` would
+    group), with zeros before the first frame and past the row's length:
+    frames past a row's length are zeroed first and the padding is explicit
+    (not Keras's ``"same"``, whose split depends on the batch's length), so
+    a row's steps never depend on its batch. Steps past the row's length are
+    zeros. ``call(features, lengths=None)`` returns ``(values, lengths)`` in
+    the layer's compute dtype.
+    """
+
+    def __init__(self, factor=3, filters=256, kernel_size=5, activation="relu", **kwargs):
+        super().__init__(**kwargs)
+        self.factor = _positive_int("factor", factor)
+        self.filters = _positive_int("filters", filters)
+        self.kernel_size = _positive_int("kernel_size", kernel_size)
+        if self.kernel_size < self.factor:
+            raise UserError(f"audio: kernel_size {kernel_size} is less than the factor {factor}: "
+                            "frames between the steps would be skipped")
+        self.activation = activation
+        self.conv = keras.layers.Conv1D(
+            self.filters, self.kernel_size, strides=self.factor, padding="valid",
+            activation=activation, dtype=self.dtype_policy, name="conv",
+        )
+
+    def build(self, features_shape, lengths_shape=None):
+        self.conv.build((features_shape[0], None, features_shape[-1]))
+
+    def output_lengths(self, lengths):
+        """Steps of rows of ``lengths`` frames."""
+        return (tf.cast(lengths, tf.int32) + self.factor - 1) // self.factor
+
+    def call(self, features, lengths=None):
+        lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
+        frames = tf.shape(features)[1]
+        valid = tf.sequence_mask(lengths, frames)[:, :, None]
+        features = tf.where(valid, features, tf.zeros_like(features))
+        steps = self.output_lengths(frames)
+        before = (self.kernel_size - self.factor) // 2
+        after = tf.maximum((steps - 1) * self.factor + self.kernel_size - before - frames, 0)
+        padded = tf.pad(features, [[0, 0], [before, after], [0, 0]])
+        values = self.conv(padded)
+        out_lengths = self.output_lengths(lengths)
+        valid = tf.sequence_mask(out_lengths, tf.shape(values)[1])[:, :, None]
+        return tf.where(valid, values, tf.zeros_like(values)), out_lengths
+
+    def compute_output_spec(self, features, lengths=None):
+        steps = features.shape[1]
+        steps = None if steps is None else -(-steps // self.factor)
+        return (
+            keras.KerasTensor(
+                (features.shape[0], steps, self.filters), dtype=self.compute_dtype
+            ),
+            keras.KerasTensor((features.shape[0],), dtype="int32"),
+        )
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(factor=self.factor, filters=self.filters, kernel_size=self.kernel_size,
+                      activation=self.activation)
         return config

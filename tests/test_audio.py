@@ -1,6 +1,7 @@
-"""Audio front end: log-mels against librosa, padding invariance, frame
-counts, masked normalisation, SpecAugment, frame stacking, config and
-compiled/XLA/SavedModel round trips."""
+"""Audio front end: log-mels, MFCCs and deltas against librosa, padding
+invariance, frame counts, masked and global normalisation, speed and noise
+augmentation, SpecAugment, frame stacking and strided convolution, config
+and compiled/XLA/SavedModel round trips."""
 
 import keras
 import librosa
@@ -9,7 +10,9 @@ import pytest
 import soundfile
 import tensorflow as tf
 
-from lstm_core.audio import FrameStack, LogMel, Mfcc, Normalize, SpecAugment, mel_matrix
+from lstm_core.audio import (
+    AddNoise, AudioFeatures, ConvSubsample, Deltas, FrameStack, LogMel, Mfcc, Normalize,
+    SpecAugment, SpeedPerturb, feature_statistics, mel_matrix)
 from lstm_core.errors import UserError
 
 SR = 16000
@@ -143,6 +146,20 @@ def test_bad_options_are_user_errors():
         Normalize(mean=[0.0])
     with pytest.raises(UserError, match="stack"):
         FrameStack(0)
+    with pytest.raises(UserError, match="width"):
+        Deltas(1, width=4)
+    with pytest.raises(UserError, match="n_mfcc"):
+        AudioFeatures(kind="mfcc", n_mfcc=50, n_mels=40)
+    with pytest.raises(UserError, match="kind"):
+        AudioFeatures(kind="plp")
+    with pytest.raises(UserError, match="kernel_size"):
+        ConvSubsample(factor=3, kernel_size=2)
+    with pytest.raises(UserError, match="speed rates"):
+        SpeedPerturb([1.1, 0.9])
+    with pytest.raises(UserError, match="speed rates"):
+        SpeedPerturb([0.0, 1.1])
+    with pytest.raises(UserError, match="snr_db"):
+        AddNoise([10.0])
 
 
 def padded_features(lengths, channels=5, seed=0):
@@ -218,12 +235,195 @@ def test_frame_stack_shapes_and_lengths():
     assert np.all(y[0, 2, 3:].numpy() == 0) and np.all(y[2, 0, 3:].numpy() == 0)
 
 
+@pytest.mark.parametrize("order,width", [(1, 9), (2, 9), (2, 5)])
+def test_deltas_match_librosa_row_by_row(order, width):
+    x, lengths = padded_features([30, 12, 9], channels=4)  # padding of 100s
+    y, out_lengths = Deltas(order, width)(x, lengths)
+    np.testing.assert_array_equal(out_lengths, lengths)
+    assert y.shape == (3, 30, 4 * (order + 1))
+    for row, length in enumerate(lengths):
+        valid = x[row, :length].T.astype(np.float64)
+        expected = np.concatenate(
+            [valid] + [librosa.feature.delta(valid, width=width, order=n) for n in
+                       range(1, order + 1)]).T
+        np.testing.assert_allclose(y[row, :length].numpy(), expected, atol=1e-4)
+        assert np.all(y[row, length:].numpy() == 0)
+
+
+def test_deltas_of_a_row_shorter_than_the_window_ignore_the_padding():
+    x, lengths = padded_features([12, 4], channels=3)
+    layer = Deltas(2, 9)
+    alone, _ = layer(x[1:, :4], lengths[1:])
+    padded, _ = layer(x, lengths)
+    np.testing.assert_allclose(padded[1, :4].numpy(), alone[0].numpy(), atol=1e-6)
+    # its window repeats the last frame: a constant row has no slope
+    constant = Deltas(1, 9)(np.ones((1, 4, 2), np.float32), np.array([4]))[0].numpy()
+    np.testing.assert_allclose(constant[0, :, 2:], 0.0, atol=1e-6)
+
+
+def test_audio_features_mfcc_with_deltas_match_librosa(utterances):
+    layer = AudioFeatures(kind="mfcc", n_mfcc=13, deltas=2, pad_mode="reflect", **OPTIONS)
+    assert layer.feature_size == 39
+    features, frames = layer(*batch(utterances))
+    assert features.shape[-1] == 39
+    for row, wave in enumerate(utterances):
+        mfcc = librosa.feature.mfcc(S=librosa_log_mel(wave, "reflect").T, n_mfcc=13)
+        expected = np.concatenate([mfcc, librosa.feature.delta(mfcc),
+                                   librosa.feature.delta(mfcc, order=2)]).T
+        np.testing.assert_allclose(features[row, :frames[row]].numpy(), expected, atol=2e-4)
+        assert np.all(features[row, frames[row]:].numpy() == 0)
+    log_mel = AudioFeatures(**OPTIONS)
+    np.testing.assert_array_equal(log_mel(*batch(utterances))[0], LogMel(**OPTIONS)(
+        *batch(utterances))[0])
+
+
+def test_feature_statistics_count_every_frame_once(utterances):
+    layer = AudioFeatures(kind="mfcc", n_mfcc=13, deltas=1, **OPTIONS)
+    waves = [utterances[0], utterances[1], utterances[0][:1500]]
+    frames = np.concatenate([layer(w[None])[0][0].numpy() for w in waves]).astype(np.float64)
+    mean, std = feature_statistics(layer, waves, batch_size=2)
+    np.testing.assert_allclose(mean, frames.mean(0), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(std, frames.std(0), rtol=1e-4)
+    # a channel that never varies gets the floor, not a division by ~0
+    silent = AudioFeatures(**OPTIONS)
+    _, flat = feature_statistics(silent, [np.zeros(800, np.float32)], std_floor=0.01)
+    assert np.all(flat == 0.01)
+    # normalised with them, the frames have mean 0 and deviation 1
+    normalized, lengths = Normalize(mean=mean, std=std, epsilon=0.0)(*layer(*batch(waves)))
+    valid = np.concatenate([normalized[r, :n].numpy() for r, n in enumerate(lengths.numpy())])
+    np.testing.assert_allclose(valid.mean(0), 0.0, atol=1e-4)
+    np.testing.assert_allclose(valid.std(0), 1.0, atol=1e-4)
+
+
+def sine(frequency, samples, rate=SR):
+    return np.sin(2 * np.pi * frequency * np.arange(samples) / rate).astype(np.float32)
+
+
+def peak_frequency(wave, rate=SR):
+    spectrum = np.abs(np.fft.rfft(wave * np.hanning(len(wave)), n=8 * len(wave)))
+    return np.argmax(spectrum) * rate / (8 * len(wave))
+
+
+def test_speed_and_noise_are_identity_at_inference():
+    waves, lengths = batch([sine(440, 900), sine(300, 500)])
+    for layer in (SpeedPerturb([0.8, 1.2], seed=1), AddNoise([0.0, 10.0], seed=1)):
+        for training in (None, False):
+            y, out_lengths = layer(waves, lengths, training=training)
+            np.testing.assert_array_equal(y, waves)
+            np.testing.assert_array_equal(out_lengths, lengths)
+
+
+@pytest.mark.parametrize("rate", [0.8, 1.25])
+def test_speed_scales_frequency_and_duration_by_the_rate(rate):
+    waves, lengths = batch([sine(440, SR), sine(440, SR // 2)])
+    y, out_lengths = SpeedPerturb([rate, rate], seed=0)(waves, lengths, training=True)
+    expected_lengths = 1 + (lengths - 1) // rate
+    np.testing.assert_array_equal(out_lengths, expected_lengths)
+    assert y.shape[1] == 1 + (SR - 1) // rate
+    for row, length in enumerate(out_lengths.numpy()):
+        played = y[row, :length].numpy()
+        assert abs(peak_frequency(played) - 440 * rate) < 2.0
+        # linear interpolation at i * rate, as numpy computes it
+        reference = np.interp(np.arange(length) * rate, np.arange(lengths[row]),
+                              waves[row, :lengths[row]])
+        np.testing.assert_allclose(played, reference, atol=1e-5)
+        assert np.all(y[row, length:].numpy() == 0)
+
+
+def test_speed_rates_are_drawn_in_range_and_seeded():
+    waves = np.ones((64, 1001), np.float32)
+    lengths = np.full(64, 1001, np.int32)
+    layer = SpeedPerturb([0.9, 1.1], seed=5)
+    y, out_lengths = layer(waves, lengths, training=True)
+    assert y.shape[1] == 1 + int(1000 / 0.9)
+    implied = 1000 / (out_lengths.numpy() - 1)  # each row's rate, to a sample
+    assert implied.min() >= 0.9 - 1e-3 and implied.max() <= 1.1 + 1e-3
+    assert implied.min() < 0.92 and implied.max() > 1.08
+    assert np.all(y.numpy() == _valid(out_lengths, y.shape[1]))  # ones, then zero padding
+    twin = SpeedPerturb([0.9, 1.1], seed=5)
+    np.testing.assert_array_equal(twin(waves, lengths, training=True)[1], out_lengths)
+    assert not np.array_equal(layer(waves, lengths, training=True)[1], out_lengths)
+
+
+def _valid(lengths, steps):
+    return (np.arange(steps)[None, :] < np.asarray(lengths)[:, None]).astype(np.float32)
+
+
+def test_noise_snr_is_in_the_requested_range_and_padding_stays_zero():
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(3000, 8000, size=64)
+    waves, lengths = batch([rng.uniform(0.1, 1.0) * sine(rng.uniform(100, 2000), n)
+                            for n in lengths])
+    waves[:, :][_valid(lengths, waves.shape[1]) == 0] = 0.0
+    layer = AddNoise([5.0, 20.0], seed=3)
+    y, out_lengths = layer(waves, lengths, training=True)
+    np.testing.assert_array_equal(out_lengths, lengths)
+    snrs = []
+    for row, length in enumerate(lengths):
+        signal, noise = waves[row, :length], y[row, :length].numpy() - waves[row, :length]
+        snrs.append(10 * np.log10(np.mean(signal**2) / np.mean(noise**2)))
+        assert abs(noise.mean()) < 4 * noise.std() / np.sqrt(length)
+        assert np.all(y[row, length:].numpy() == 0)
+    snrs = np.array(snrs)
+    # each row's measured SNR (noise power estimated from a few thousand samples)
+    assert snrs.min() > 5.0 - 0.3 and snrs.max() < 20.0 + 0.3
+    assert snrs.min() < 6.5 and snrs.max() > 18.5 and abs(snrs.mean() - 12.5) < 1.5
+    twin = AddNoise([5.0, 20.0], seed=3)
+    np.testing.assert_array_equal(twin(waves, lengths, training=True)[0], y)
+    silent = layer(np.zeros((1, 100), np.float32), np.array([100]), training=True)[0]
+    assert np.all(silent.numpy() == 0)
+
+
+def conv_reference(x, kernel, bias, factor, before):
+    """Step j: relu of the kernel over frames j * factor - before onwards,
+    zeros outside the row."""
+    length, size = x.shape[0], kernel.shape[0]
+    steps = -(-length // factor)
+    padded = np.concatenate([np.zeros((before, x.shape[1])), x,
+                             np.zeros((steps * factor + size, x.shape[1]))])
+    out = [np.einsum("kf,kfc->c", padded[j * factor:j * factor + size], kernel) + bias
+           for j in range(steps)]
+    return np.maximum(np.array(out), 0.0)
+
+
+def test_conv_subsample_is_a_strided_convolution_blind_to_padding():
+    x, lengths = padded_features([10, 7, 1], channels=4)
+    layer = ConvSubsample(factor=3, filters=6, kernel_size=5)
+    y, out_lengths = layer(x, lengths)
+    np.testing.assert_array_equal(out_lengths, [4, 3, 1])
+    assert y.shape == (3, 4, 6)
+    kernel, bias = (w.numpy() for w in layer.conv.weights)
+    for row, length in enumerate(lengths):
+        expected = conv_reference(x[row, :length], kernel, bias, factor=3, before=1)
+        np.testing.assert_allclose(y[row, :out_lengths[row]].numpy(), expected, atol=1e-5)
+        assert np.all(y[row, out_lengths[row]:].numpy() == 0)
+        alone, _ = layer(x[row:row + 1, :length], lengths[row:row + 1])
+        np.testing.assert_allclose(y[row, :out_lengths[row]].numpy(), alone[0].numpy(),
+                                   atol=1e-6)
+
+
+def test_conv_subsample_under_mixed_precision():
+    x, lengths = padded_features([10, 7], channels=4)
+    full = ConvSubsample(factor=2, filters=3, kernel_size=3)
+    y, _ = full(x, lengths)
+    mixed = ConvSubsample(factor=2, filters=3, kernel_size=3, dtype="mixed_float16")
+    mixed(x, lengths)
+    mixed.set_weights(full.get_weights())
+    half, half_lengths = mixed(x, lengths)
+    assert half.dtype == tf.float16 and mixed.conv.kernel.dtype == "float32"
+    np.testing.assert_array_equal(half_lengths, [5, 4])
+    np.testing.assert_allclose(half.numpy(), y.numpy(), atol=0.05, rtol=0.01)
+
+
 LAYERS = [
     (lambda: LogMel(pad_mode="reflect", **OPTIONS), "wave"),
     (lambda: Normalize(), "features"),
     (lambda: Normalize(mean=np.zeros(40), std=np.full(40, 2.0)), "features"),
     (lambda: FrameStack(4), "features"),
     (lambda: Mfcc(20), "features"),
+    (lambda: Deltas(2, 5), "features"),
+    (lambda: AudioFeatures(kind="mfcc", n_mfcc=13, deltas=1, **OPTIONS), "wave"),
+    (lambda: ConvSubsample(factor=3, filters=8, kernel_size=5), "features"),
 ]
 
 
@@ -242,6 +442,8 @@ def test_config_round_trip_tf_function_and_xla(make, kind):
     config = keras.saving.serialize_keras_object(layer)
     clone = keras.saving.deserialize_keras_object(config)
     assert clone.get_config() == layer.get_config()
+    clone(x, lengths)  # built, then given the layer's weights (ConvSubsample's are random)
+    clone.set_weights(layer.get_weights())
     for jit in (False, True):
         compiled = tf.function(lambda a, b: clone(a, b), jit_compile=jit)
         got, got_lengths = compiled(x, lengths)
@@ -268,6 +470,29 @@ def test_spec_augment_config_tf_function_and_xla():
     fresh = SpecAugment.from_config(layer.get_config())
     np.testing.assert_array_equal(fresh(x, lengths, training=False)[0], x)
 
+
+@pytest.mark.parametrize("make", [lambda: SpeedPerturb([0.8, 1.2], seed=7),
+                                  lambda: AddNoise([0.0, 10.0], seed=7)])
+def test_waveform_augmentation_config_tf_function_and_xla(make):
+    x, lengths = layer_inputs("wave")
+    layer = make()
+    clone = type(layer).from_config(layer.get_config())
+    assert clone.get_config() == layer.get_config()
+    expected, expected_lengths = layer(x, lengths, training=True)
+    got, got_lengths = tf.function(lambda a, b: clone(a, b, training=True))(x, lengths)
+    np.testing.assert_allclose(got, expected, atol=1e-6)
+    np.testing.assert_array_equal(got_lengths, expected_lengths)
+    # XLA's stateless RNG is another stream: reproducible, but not eager's draws.
+    runs = []
+    for _ in range(2):
+        fresh = type(layer).from_config(layer.get_config())
+        compiled = tf.function(lambda a, b, f=fresh: f(a, b, training=True), jit_compile=True)
+        runs.append([t.numpy() for t in compiled(x, lengths)])
+    np.testing.assert_array_equal(runs[0][0], runs[1][0])
+    values, out_lengths = runs[0]
+    assert np.all(values * (1 - _valid(out_lengths, values.shape[1])) == 0)
+    assert np.all(out_lengths >= 1 + (lengths - 1) // 1.2)
+    assert np.all(out_lengths <= 1 + (lengths - 1) // 0.8)
 
 def test_saved_model_round_trip(tmp_path, utterances):
     class Features(tf.Module):

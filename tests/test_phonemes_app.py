@@ -1,7 +1,9 @@
 """The phonemes app end to end through the CLI, on tiny synthesized audio the
 tests write as WAV files: manifests and bad audio, resampling, training,
 evaluation with a beam, prediction, and the export contract (served in a
-fresh process and a TF1 session, padding-invariant, phonemes as predict's)."""
+fresh process and a TF1 session, padding-invariant, phonemes as predict's),
+and the front end's options (MFCCs with deltas, global statistics kept with
+the run, speed and noise augmentation, convolutional subsampling)."""
 
 from importlib import metadata
 
@@ -48,7 +50,7 @@ data: {train_manifest: manifest.tsv, train_split: train, dev_split: dev, sample_
 model:
   features: {n_mels: 16}
   spec_augment: {enabled: true, freq_masks: 1, freq_mask_width: 2, time_masks: 1, time_mask_width: 2}
-  stack: 2
+  subsample: {factor: 2}
   encoder: {units: 8, num_layers: 1, cell_options: {cell_clip: 3.0, num_proj: 6}}
 decode: {beam_width: 2}
 train: {epochs: 2, batch_size: 6, optimizer: {learning_rate: 0.01}}
@@ -161,22 +163,67 @@ def test_audio_is_resampled_to_the_recipe_rate(tmp_path):
 # -- model --------------------------------------------------------------------
 
 
-def test_padding_does_not_change_a_rows_scores(tmp_path):
-    app = PhonemeApp()
-    config = {"model": {"features": {"n_mels": 16, "window_ms": 25.0, "hop_ms": 10.0},
-                        "spec_augment": {"enabled": False}, "stack": 2, "seed": 1,
-                        "encoder": {"cell": "peephole_lstm", "units": 8, "num_layers": 2,
-                                    "bidirectional": True, "dropout": 0.0, "residual": False,
-                                    "cell_options": {"cell_clip": 3.0}}}}
-    model = app.build_model(config, {"phones": ["a", "b"], "sample_rate": RATE})
-    wave = tone_sequence("ab", 3)
+def model_config(**changes):
+    """The model section with the schema's defaults, a tiny encoder and ``changes``."""
+    def defaults(schema):
+        return {k: defaults(v) if isinstance(v, dict) else v.default for k, v in schema.items()}
+
+    model = defaults(PhonemeApp.model_schema)
+    model["encoder"].update(units=8, num_layers=2)
+    for key, value in changes.items():
+        model[key] = {**model[key], **value} if isinstance(value, dict) else value
+    return {"model": model}
+
+
+def scores_alone_and_padded(model, wave):
+    """A row's scores alone, and in a batch with a longer row, padded with non-zeros."""
     alone = model({"waveform": tf.constant(wave[None]), "lengths": tf.constant([len(wave)])})
     padded = np.concatenate([wave, np.ones(1500, "float32")])  # padding that is not zeros
     both = model({"waveform": tf.constant(np.stack([padded, padded])),
                   "lengths": tf.constant([len(wave), len(padded)])})
     steps = int(model.output_lengths(tf.constant([len(wave)]))[0])
     assert alone.shape[1] == steps
-    np.testing.assert_allclose(both[0, :steps], alone[0], atol=1e-5)
+    return alone[0].numpy(), both[0, :steps].numpy()
+
+
+@pytest.mark.parametrize("subsample", [{"type": "stack", "factor": 2},
+                                       {"type": "conv", "factor": 3, "filters": 8}])
+def test_padding_does_not_change_a_rows_scores(subsample):
+    app = PhonemeApp()
+    config = model_config(spec_augment={"enabled": False}, subsample=subsample,
+                          features={"n_mels": 16})
+    model = app.build_model(config, {"phones": ["a", "b"], "sample_rate": RATE})
+    alone, padded = scores_alone_and_padded(model, tone_sequence("ab", 3))
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+
+def test_the_ctc_loss_scores_the_steps_of_speed_perturbed_audio():
+    from lstm_core.ctc import ctc_loss
+
+    app = PhonemeApp()
+    config = model_config(augment={"speed": [0.5, 0.5]}, features={"n_mels": 16})
+    model = app.build_model(config, {"phones": ["a", "b"], "sample_rate": RATE})
+    waves, lengths = audio_data.pad_batch([tone_sequence("ab", 1), tone_sequence("a", 2)])
+    x = {"waveform": tf.constant(waves), "lengths": tf.constant(lengths)}
+    y = tf.constant([[1, 2], [1, 0]])
+    scores = model(x, training=True)  # twice as long: played at half speed
+    steps = model.output_lengths(tf.constant(1 + (lengths - 1) * 2))
+    assert scores.shape[1] == max(steps) and max(steps) > max(model.output_lengths(lengths))
+    expected = tf.reduce_mean(ctc_loss(y, scores, tf.constant([2, 1]), steps))
+    np.testing.assert_allclose(model.compute_loss(x, y, scores), expected, rtol=1e-5)
+    # at inference the audio is as given
+    assert model(x).shape[1] == max(model.output_lengths(lengths))
+
+
+def test_model_setting_errors():
+    assets = {"phones": ["a"], "sample_rate": RATE}
+    with pytest.raises(UserError, match="no feature statistics"):
+        PhonemeApp().build_model(model_config(normalize="global"), assets)
+    with pytest.raises(UserError, match=r"model\.augment\.speed: expected \[min, max\]"):
+        PhonemeApp().build_model(model_config(augment={"speed": [1.1, 0.9]}), assets)
+    with pytest.raises(UserError, match="n_mfcc 20 is more than the 16 mel bands"):
+        PhonemeApp().build_model(model_config(features={"type": "mfcc", "n_mels": 16,
+                                                        "n_mfcc": 20}), assets)
 
 
 # -- through the CLI ------------------------------------------------------------
@@ -267,3 +314,67 @@ def test_the_shipped_sample_reads_and_splits():
     assert not {u.path for u in train} & {u.path for u in dev}
     waveforms, kept, skipped = app.audio(config, dev, "dev")
     assert len(kept) == 10 and not skipped and all(0.1 * 8000 < len(w) < 1.5 * 8000 for w in waveforms)
+
+
+FRONT_END_RECIPE = """
+app: phonemes
+data: {train_manifest: manifest.tsv, train_split: train, dev_split: dev, sample_rate: 8000}
+model:
+  features: {type: mfcc, n_mels: 16, n_mfcc: 8, deltas: 2}
+  normalize: global
+  augment: {speed: [0.9, 1.1], noise_snr_db: [15.0, 30.0]}
+  spec_augment: {enabled: false}
+  subsample: {type: conv, factor: 3, filters: 12, kernel_size: 5}
+  encoder: {units: 8, num_layers: 1}
+decode: {beam_width: 1}
+train: {epochs: 1, batch_size: 6}
+export: {check: true}
+"""
+
+
+def librosa_features(wave):
+    """MFCCs with deltas of FRONT_END_RECIPE's features, by librosa: ``[frames, 24]``."""
+    import librosa
+
+    mel = librosa.feature.melspectrogram(y=wave, sr=RATE, n_fft=256, win_length=200,
+                                         hop_length=80, n_mels=16, fmin=0.0, fmax=RATE / 2)
+    mfcc = librosa.feature.mfcc(S=np.log(mel + 1e-6), n_mfcc=8)
+    return np.concatenate([mfcc, librosa.feature.delta(mfcc),
+                           librosa.feature.delta(mfcc, order=2)]).T
+
+
+def test_front_end_options_train_export_and_ignore_padding(tmp_path):
+    import json
+
+    from lstm_core.runs import load_run
+
+    write_corpus(tmp_path)
+    (tmp_path / "recipe.yaml").write_text(FRONT_END_RECIPE)
+    run, export = tmp_path / "run", tmp_path / "export"
+    assert main(["train", str(tmp_path / "recipe.yaml"), "--data-dir", str(tmp_path),
+                 "--run-dir", str(run), "--quiet"]) == 0
+
+    # global statistics: librosa's features of the 12 training utterances, kept with the run
+    statistics = json.loads((run / "assets.json").read_text())["feature_statistics"]
+    frames = np.concatenate([librosa_features(audio_data.load_audio(
+        tmp_path / "audio" / f"u{index}.wav", RATE)) for index in range(12)])
+    np.testing.assert_allclose(statistics["mean"], frames.mean(0), atol=1e-3, rtol=1e-3)
+    np.testing.assert_allclose(statistics["std"], frames.std(0), atol=1e-3, rtol=1e-3)
+
+    model = load_run(run).model
+    np.testing.assert_allclose(model.normalize.weights[0].numpy(), statistics["mean"], rtol=1e-6)
+    alone, padded = scores_alone_and_padded(model, tone_sequence("aʃb", 5))
+    np.testing.assert_allclose(padded, alone, atol=1e-5)
+
+    # the export (checked in a fresh process by the recipe) holds the statistics as weights
+    assert main(["export", str(run), str(export)]) == 0
+    loaded = tf.saved_model.load(str(export))
+    assert any(v.shape == (24,) and np.allclose(v.numpy(), statistics["std"])
+               for v in loaded.serving_variables)
+    serve = loaded.signatures["serving_default"]
+    waves = [tone_sequence(p, i) for i, p in enumerate(["ab", "ʃ", "baʃ"])]
+    batch, lengths = audio_data.pad_batch(waves)
+    served = serve(waveform=tf.constant(batch), lengths=tf.constant(lengths))["phonemes"].numpy()
+    for wave, expected in zip(waves, served):
+        alone = serve(waveform=tf.constant(wave[None]), lengths=tf.constant([len(wave)], tf.int32))
+        assert alone["phonemes"].numpy()[0] == expected

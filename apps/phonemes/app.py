@@ -12,11 +12,13 @@ import tensorflow as tf
 from apps.phonemes import data as audio_data
 from lstm_core.apps import App, model_cache
 from lstm_core.errors import UserError
-from lstm_core.recipes import Field
+from lstm_core.recipes import Field, RecipeError
 from lstm_core.schema import check_rnn_options, encoder_schema
 
 OPTIONAL_PATH = (str, type(None))
 OPTIONAL_STR = (str, type(None))
+#: model.normalize in a recipe -> PhonemeRecognizer's normalize.
+NORMALIZE = {"utterance": "utterance", "global": "global", "none": None}
 
 
 class PhonemeApp(App):
@@ -41,9 +43,32 @@ class PhonemeApp(App):
     }
     model_schema = {
         "features": {
+            "type": Field(str, "log_mel", choices=["log_mel", "mfcc"],
+                          doc="log_mel: log mel filterbank energies; mfcc: their first n_mfcc "
+                              "cepstral coefficients (orthonormal DCT-II, as librosa)"),
             "n_mels": Field(int, 40, min=1, doc="mel filterbank channels"),
             "window_ms": Field(float, 25.0, min=1, doc="analysis window"),
             "hop_ms": Field(float, 10.0, min=1, doc="frame step"),
+            "n_mfcc": Field(int, 13, min=1, doc="mfcc: coefficients kept (at most n_mels)"),
+            "deltas": Field(int, 0, min=0, max=2,
+                            doc="append the first (1), or first and second (2), time "
+                                "derivatives of the features (librosa.feature.delta)"),
+            "delta_width": Field(int, 9, min=3,
+                                 doc="frames each delta is fitted over (odd, more than deltas)"),
+        },
+        "normalize": Field(str, "utterance", choices=list(NORMALIZE),
+                           doc="feature mean/variance normalisation: utterance (each "
+                               "utterance's own statistics), global (statistics of the "
+                               "training data, computed when the run is created and kept in "
+                               "its assets and the export), or none"),
+        "augment": {
+            "speed": Field(list, [], items=float, min=0.01,
+                           doc="[min, max]: play each training utterance at a random rate in "
+                               "this range (1.1: 10% faster, shorter and higher); [] off"),
+            "noise_snr_db": Field(list, [], items=float,
+                                  doc="[min, max]: add white noise to each training utterance "
+                                      "at a random signal-to-noise ratio (dB) in this range; "
+                                      "[] off"),
         },
         "spec_augment": {
             "enabled": Field(bool, True, doc="mask frequency bands and time spans in training"),
@@ -54,9 +79,19 @@ class PhonemeApp(App):
             "time_mask_ratio": Field(float, 0.2, min=0, max=1,
                                      doc="a time mask covers at most this share of the utterance"),
         },
-        "stack": Field(int, 3, min=1, doc="frames stacked into one recurrent step"),
+        "subsample": {
+            "type": Field(str, "stack", choices=["stack", "conv"],
+                          doc="how feature frames become fewer recurrent steps: stack "
+                              "(concatenate factor frames) or conv (a strided 1-D convolution "
+                              "over time, learned)"),
+            "factor": Field(int, 3, min=1, doc="feature frames per recurrent step"),
+            "filters": Field(int, 256, min=1, doc="conv: output channels"),
+            "kernel_size": Field(int, 5, min=1,
+                                 doc="conv: frames each step sees (at least factor)"),
+        },
         "encoder": encoder_schema(units=128, num_layers=2, cell_options={"cell_clip": 3.0}),
-        "seed": Field(int, 1, doc="seeds SpecAugment's masks"),
+        "seed": Field(int, 1, doc="seeds SpecAugment's masks and the speed and noise "
+                                  "augmentation"),
     }
     decode_schema = {
         "beam_width": Field(int, 8, min=1,
@@ -108,7 +143,10 @@ class PhonemeApp(App):
         phones = sorted({p for u in self.utterances(config, "train") for p in u.phonemes})
         if not phones:
             raise UserError("the training transcriptions have no phonemes")
-        return {"phones": phones, "sample_rate": config["data"]["sample_rate"]}
+        assets = {"phones": phones, "sample_rate": config["data"]["sample_rate"]}
+        if config["model"]["normalize"] == "global":
+            assets["feature_statistics"] = self.feature_statistics(config)
+        return assets
 
     def build_data(self, config, data_root, assets):
         return (self.dataset("train", config, assets, shuffle=True),
@@ -148,15 +186,43 @@ class PhonemeApp(App):
         model = config["model"]
         encoder = model["encoder"]
         check_rnn_options("model.encoder", encoder["cell"], encoder["cell_options"])
-        augment = {k: v for k, v in model["spec_augment"].items() if k != "enabled"}
+        statistics = None
+        if model["normalize"] == "global":
+            statistics = assets.get("feature_statistics")
+            if statistics is None:
+                raise UserError("model.normalize is global but the run's assets have no feature "
+                                "statistics (it was created with another model.normalize)")
+        spec_augment = {k: v for k, v in model["spec_augment"].items() if k != "enabled"}
+        for key, values in model["augment"].items():
+            if values and (len(values) != 2 or values[0] > values[1]):
+                raise RecipeError(f"model.augment.{key}: expected [min, max] (or [] for off), "
+                                  f"got {values}")
+        speed, noise = model["augment"]["speed"], model["augment"]["noise_snr_db"]
         recognizer = PhonemeRecognizer(
             num_classes=len(assets["phones"]) + 1,
-            features={**model["features"], "sample_rate": assets["sample_rate"]},
-            spec_augment={**augment, "seed": model["seed"]} if model["spec_augment"]["enabled"]
-            else None,
-            stack=model["stack"], encoder=encoder)
+            features=feature_settings(model, assets["sample_rate"]),
+            normalize=NORMALIZE[model["normalize"]], statistics=statistics,
+            # One seed per random layer: the same key would draw correlated values.
+            spec_augment={**spec_augment, "seed": model["seed"]}
+            if model["spec_augment"]["enabled"] else None,
+            speed={"rates": speed, "seed": model["seed"] + 1} if speed else None,
+            noise={"snr_db": noise, "seed": model["seed"] + 2} if noise else None,
+            subsample=model["subsample"], encoder=encoder)
         recognizer({"waveform": tf.zeros([1, 800]), "lengths": tf.constant([800])})  # build
         return recognizer
+
+    def feature_statistics(self, config):
+        """Mean and standard deviation of each feature the model computes
+        (``model.features``), over every frame of the training audio: the
+        assets of ``model.normalize: global``."""
+        from lstm_core.audio import AudioFeatures, feature_statistics
+
+        waveforms, _, _ = self.audio(config, self.utterances(config, "train"), "train data")
+        if not waveforms:
+            raise UserError("train data: every audio file was bad")
+        layer = AudioFeatures(**feature_settings(config["model"], config["data"]["sample_rate"]))
+        mean, std = feature_statistics(layer, waveforms)
+        return {"mean": mean.tolist(), "std": std.tolist()}
 
     def serving(self, model, assets, beam_width):
         """The model's serving module for ``beam_width``, made once per model
@@ -225,3 +291,9 @@ class PhonemeApp(App):
                          + 0.01 * rng.normal(size=t.size)).astype("float32"))
         waveform, lengths = audio_data.pad_batch(rows)
         return {"waveform": waveform, "lengths": lengths}
+
+
+def feature_settings(model, sample_rate):
+    """:class:`lstm_core.audio.AudioFeatures` arguments of ``model.features``."""
+    features = dict(model["features"])
+    return {"kind": features.pop("type"), **features, "sample_rate": sample_rate}

@@ -66,11 +66,11 @@ class PhonemeServing(tf.Module):
         """Per waveform, the phonemes of the greedy (best-path) decoding with
         their times: ``[{"phoneme", "start", "end"}]`` in seconds, from the
         first to the end of the last recurrent step whose best class is that
-        phoneme (a step spans ``stack`` feature frames)."""
+        phoneme (a step lasts ``model.step_seconds``)."""
         from apps.phonemes.data import pad_batch
 
         model = self.model
-        seconds = model.frame_stack.stack * model.log_mel.hop_length / model.log_mel.sample_rate
+        seconds = model.step_seconds
         symbols = [s.decode("utf-8") for s in self.symbols.numpy()]
         results = []
         for start in range(0, len(waveforms), batch_size):

@@ -46,7 +46,7 @@ class PhonemeRecognizer(keras.Model):
         if normalize not in NORMALIZATIONS:
             raise UserError(f"normalize must be one of {NORMALIZATIONS}, got {normalize!r}")
         if (normalize == "global") != (statistics is not None):
-            raise UserError("global normalisation needs feature statistics, and only it")
+            raise UserError("feature statistics go with normalize='global', which needs them")
         if subsample.get("type") not in SUBSAMPLERS:
             raise UserError(f"subsample type must be one of {', '.join(SUBSAMPLERS)}, "
                             f"got {subsample.get('type')!r}")

@@ -23,7 +23,8 @@ SHIPPED = ["lstm_suite_recipes/ner/base.yaml", "lstm_suite_recipes/ner/quickstar
            "apps/ner/sample/train.txt", "apps/ner/sample/valid.txt", "apps/ner/sample/demo.txt",
            "lstm_suite_recipes/phonemes/quickstart.yaml", "lstm_suite_recipes/phonemes/README.md",
            "apps/phonemes/sample/manifest.tsv", "apps/phonemes/sample/README.md",
-           "apps/phonemes/sample/recordings/0_george_5.wav"]
+           "apps/phonemes/sample/recordings/0_george_5.wav", "apps/phonemes/digits.dict",
+           "lstm_suite_recipes/phonemes/timit.yaml"]
 TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
 
 

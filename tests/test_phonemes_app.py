@@ -115,7 +115,10 @@ def test_manifest_paths_are_relative_to_it_and_splits_choose_rows(tmp_path):
 def test_manifest_errors_name_the_file(tmp_path):
     manifest = tmp_path / "m.tsv"
     manifest.write_text("file\ttext\na.wav\thello\n")
-    with pytest.raises(UserError, match=r"m\.tsv: no path or phonemes column"):
+    with pytest.raises(UserError, match=r"m\.tsv: no path column"):
+        audio_data.read_manifest(manifest)
+    manifest.write_text("path\tspeaker\na.wav\tann\n")
+    with pytest.raises(UserError, match=r"m\.tsv: no phonemes or text column"):
         audio_data.read_manifest(manifest)
     with pytest.raises(UserError, match="manifest not found"):
         audio_data.read_manifest(tmp_path / "none.tsv")

@@ -97,24 +97,23 @@ def test_transcribe_with_punctuation_and_missing_words(lexicon):
 
 def test_transcribe_all_skips_and_reports(lexicon):
     texts = ["hello world", "one zorp", "zorp blick zorp", "two", "blick"]
-    result = transcribe_all(texts, lexicon)
-    assert result.phonemes == [["HH", "AH", "L", "OW", "W", "ER", "L", "D"], None, None,
-                               ["T", "UW"], None]
-    assert result.skipped == [1, 2, 4]
-    assert dict(result.missing) == {"zorp": 3, "blick": 2}
-    assert result.report() == ("3 utterances skipped: words missing from the lexicon: "
-                               "zorp (3), blick (2)")
-    assert result.report(limit=1).endswith("zorp (3) and 1 more")
-    clean = transcribe_all(["one", "two"], lexicon)
-    assert clean.skipped == [] and clean.report() == ""
+    names = [f"m.tsv:{line}" for line in range(2, 7)]
+    phonemes, report = transcribe_all(texts, names, lexicon, missing_words="skip",
+                                      lexicon_name="lex.dict")
+    assert phonemes == [["HH", "AH", "L", "OW", "W", "ER", "L", "D"], None, None, ["T", "UW"],
+                        None]
+    assert report == ("skipped 3 utterances with words missing from lex.dict: zorp (3), "
+                      "blick (2) (first: m.tsv:3, m.tsv:4, m.tsv:6)")
+    assert transcribe_all(["one", "two"], ["a", "b"], lexicon, "skip") == (
+        [["W", "AH", "N"], ["T", "UW"]], "")
 
 
-def test_transcribe_all_fails_naming_source_and_utterance(lexicon):
+def test_transcribe_all_fails_naming_the_place_and_word(lexicon):
     with pytest.raises(UserError) as error:
-        transcribe_all(["hello", "zorp", "zorp blick"], lexicon, on_missing="fail",
-                       source="manifest.tsv", names=["a.wav", "b.wav", "c.wav"])
+        transcribe_all(["hello", "zorp", "zorp blick"], ["m.tsv:2", "m.tsv:3", "m.tsv:4"],
+                       lexicon, missing_words="fail", lexicon_name="lex.dict")
     message = str(error.value)
-    assert message.startswith("manifest.tsv: 2 utterance(s)")
-    assert "zorp (2), blick (1)" in message and "first: b.wav" in message
-    with pytest.raises(UserError, match="on_missing"):
-        transcribe_all(["hello"], lexicon, on_missing="ignore")
+    assert message.startswith("m.tsv:3: 'zorp' is not in lex.dict (words missing in 2 utterances")
+    assert "zorp (2), blick (1)" in message and "data.missing_words: skip" in message
+    with pytest.raises(UserError, match="missing_words"):
+        transcribe_all(["hello"], ["a"], lexicon, missing_words="ignore")

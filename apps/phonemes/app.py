@@ -10,6 +10,8 @@ import numpy as np
 import tensorflow as tf
 
 from apps.phonemes import data as audio_data
+from apps.phonemes import lexicon as lexicons
+from apps.phonemes import timit, tfds_source
 from lstm_core.apps import App, model_cache
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field, RecipeError
@@ -19,6 +21,10 @@ OPTIONAL_PATH = (str, type(None))
 OPTIONAL_STR = (str, type(None))
 #: model.normalize in a recipe -> PhonemeRecognizer's normalize.
 NORMALIZE = {"utterance": "utterance", "global": "global", "none": None}
+#: ``data.score_map`` names: phone -> scored class, built in.
+SCORE_MAPS = {"timit39": timit.score_map_39}
+#: The keys that name a data source; a recipe sets exactly one.
+SOURCES = ("train_manifest", "timit_root", "tfds")
 
 
 class PhonemeApp(App):
@@ -26,20 +32,53 @@ class PhonemeApp(App):
     metric = "per"
     metric_mode = "min"
     data_schema = {
+        # one source: a manifest, a TIMIT tree or a tensorflow-datasets set
         "train_manifest": Field(OPTIONAL_PATH, None, data_file=True,
-                                doc="TSV/CSV manifest: path (relative to it), phonemes, optional "
-                                    "split and speaker columns"),
+                                doc="TSV/CSV manifest: path (relative to it), phonemes and/or "
+                                    "text (words, for data.lexicon), optional split and speaker "
+                                    "columns"),
         "dev_manifest": Field(OPTIONAL_PATH, None, data_file=True,
                               doc="manifest of the dev utterances (default: train_manifest)"),
         "train_split": Field(OPTIONAL_STR, None, doc="train on rows whose split column is this"),
         "dev_split": Field(OPTIONAL_STR, None, doc="score dev on rows whose split column is this"),
         "dev_speakers": Field(list, [], items=str,
                               doc="dev = these speakers (left out of training when the "
-                                  "manifests are one file)"),
+                                  "manifests are one file, and for data.tfds)"),
+        "timit_root": Field(OPTIONAL_PATH, None, data_file=True,
+                            doc="a TIMIT tree (TRAIN/DR*/SPEAKER/*.WAV + .PHN, TEST/...): train "
+                                "on TRAIN, dev from TEST"),
+        "timit_dev": Field(str, "core_test", choices=list(timit.DEV_SETS),
+                           doc="dev = the TEST speakers of the 24-speaker core test set, all of "
+                               "them, or the 144 others"),
+        "timit_sa": Field(bool, False, doc="keep the SA1/SA2 sentences every speaker reads"),
+        "timit_phones": Field(int, 48, choices=list(timit.PHONE_SETS),
+                              doc="training labels: Lee & Hon's 48 phones (q removed) or "
+                                  "TIMIT's 61"),
+        "tfds": Field(OPTIONAL_STR, None, choices=list(tfds_source.DATASETS),
+                      doc="a tensorflow-datasets set, its labels' words transcribed with "
+                          "data.lexicon (default for spoken_digit: the bundled digits.dict)"),
+        "tfds_data_dir": Field(OPTIONAL_PATH, None, data_file=True,
+                               doc="where tfds prepared data.tfds (never downloaded at run time)"),
+        "tfds_dev_percent": Field(int, 0, min=0, max=99,
+                                  doc="dev = the last N% of data.tfds's one split (or choose "
+                                      "data.dev_speakers)"),
+        # word transcripts
+        "lexicon": Field(OPTIONAL_PATH, None, data_file=True,
+                         doc="CMUdict-format pronunciation lexicon for text without phonemes"),
+        "strip_stress": Field(bool, True, doc="drop the lexicon's stress digits (AH0 -> AH)"),
+        "missing_words": Field(str, "fail", choices=[lexicons.FAIL, lexicons.SKIP],
+                               doc="text with words the lexicon lacks: fail (naming the line "
+                                   "and word), or skip the utterance (counted and reported)"),
+        # audio and scoring
         "sample_rate": Field(int, 16000, min=1, doc="audio is resampled to this rate (Hz)"),
         "bad_audio": Field(str, "fail", choices=list(audio_data.BAD_AUDIO),
                            doc="an unreadable or empty audio file: fail, or skip it (counted "
                                "and reported)"),
+        "score_map": Field(OPTIONAL_STR, None, choices=list(SCORE_MAPS),
+                           doc="fold phones before scoring PER: timit39 (Lee & Hon's 39 classes)"),
+        "score_map_file": Field(OPTIONAL_PATH, None, data_file=True,
+                                doc="fold phones before scoring PER: a TSV of 'phone<TAB>scored "
+                                    "phone' lines (no scored phone: deleted)"),
     }
     model_schema = {
         "features": {
@@ -99,18 +138,54 @@ class PhonemeApp(App):
     }
 
     def __init__(self):
-        self._audio = {}  # (paths, sample rate) -> waveforms, kept, skipped: one read per process
+        # One read per process of each: the data is asked for at every dev pass.
+        self._audio = {}  # (paths, sample rate) -> waveforms, kept, skipped
+        self._utterances = {}  # (data section, split, path) -> utterances
+        self._read = {}  # (reader, arguments) -> what it read: lexicons, tfds sets
 
     # -- data -----------------------------------------------------------------
 
     def utterances(self, config, split, path=None):
-        """The manifest rows of ``split`` (train/dev), or all rows of ``path``."""
-        data = config["data"]
+        """The utterances of ``split`` (train/dev) from the recipe's data
+        source, or all those of the manifest ``path``, with phonemes (word
+        transcripts transcribed through ``data.lexicon``)."""
+        data = self._data(config)
+        key = (json.dumps(data, sort_keys=True, default=str), split, str(path))
+        if key not in self._utterances:
+            what = str(path) if path is not None else f"{split} data"
+            lexicon_path = data["lexicon"] or (tfds_source.DIGITS_LEXICON if data["tfds"] else None)
+            lexicon = None if lexicon_path is None else self._once(
+                lexicons.read_lexicon, str(lexicon_path), data["strip_stress"])
+            read, report = audio_data.with_phonemes(
+                self._source_utterances(data, split, path), lexicon, data["missing_words"],
+                str(lexicon_path))
+            if report:
+                print(f"{what}: {report}", file=sys.stderr)
+            if not read:
+                raise UserError(f"{what}: no utterances left")
+            self._utterances[key] = read
+        return self._utterances[key]
+
+    def _source_utterances(self, data, split, path):
+        """What the one source the recipe names gives for ``split``."""
         if path is not None:
             return audio_data.read_manifest(path)
+        named = [key for key in SOURCES if data[key] is not None]
+        if len(named) != 1:
+            raise UserError(f"set exactly one of data.{', data.'.join(SOURCES)}"
+                            + (f" (found {', '.join(named)})" if named else ""))
+        if named[0] == "timit_root":
+            return timit.utterances(data["timit_root"], split, data["timit_dev"],
+                                    data["timit_sa"], data["timit_phones"])
+        if named[0] == "tfds":
+            everything = self._once(tfds_source.read, data["tfds"], data["tfds_data_dir"])
+            return tfds_source.split(everything, split, data["tfds"], data["dev_speakers"],
+                                     data["tfds_dev_percent"])
+        return self._manifest_utterances(data, split)
+
+    @staticmethod
+    def _manifest_utterances(data, split):
         train = data["train_manifest"]
-        if train is None:
-            raise UserError("data.train_manifest is not set")
         manifest = data["dev_manifest"] or train if split == "dev" else train
         rows = audio_data.read_manifest(manifest)
         speakers = set(data["dev_speakers"])
@@ -124,6 +199,30 @@ class PhonemeApp(App):
             raise UserError(f"{manifest}: no {split} utterances (check data.{split}_split "
                             f"and data.dev_speakers)")
         return chosen
+
+    def _data(self, config):
+        """The data section, with defaults for keys that a run recorded
+        before they existed lacks."""
+        return {**{key: spec.default for key, spec in self.data_schema.items()},
+                **config["data"]}
+
+    def _once(self, reader, *arguments):
+        """``reader(*arguments)``, read once per process."""
+        key = (reader, arguments)
+        if key not in self._read:
+            self._read[key] = reader(*arguments)
+        return self._read[key]
+
+    def score_map(self, config):
+        """The phone folding that PER is scored after (``data.score_map`` or
+        ``data.score_map_file``), or None."""
+        data = self._data(config)
+        name, path = data["score_map"], data["score_map_file"]
+        if name and path:
+            raise UserError("set data.score_map or data.score_map_file, not both")
+        if name:
+            return SCORE_MAPS[name]()
+        return self._once(audio_data.read_phone_map, str(path)) if path else None
 
     def audio(self, config, utterances, what):
         """Waveforms of ``utterances`` at the recipe's rate, bad files
@@ -245,6 +344,10 @@ class PhonemeApp(App):
         beam = config["decode"]["beam_width"] if final else 1
         hypotheses = self.serving(model, assets, beam).transcribe(waveforms)
         references = [u.phonemes for u in kept]
+        folding = self.score_map(config)
+        if folding is not None:
+            references, hypotheses = ([audio_data.fold(p, folding) for p in side]
+                                      for side in (references, hypotheses))
         rate = error_rate(references, hypotheses)
         decoding = f"beam {beam}" if beam > 1 else "greedy"
         report = (f"PER {rate.rate:.2f}% on {len(kept)} utterances ({decoding}): "

@@ -1,12 +1,13 @@
-"""Reading phoneme-transcribed audio: manifests, audio files, the phone
-inventory and the train/dev selection."""
+"""Reading phoneme-transcribed audio: manifests, audio files, word
+transcripts through a lexicon, the train/dev selection and phone maps."""
 
 import csv
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
+from apps.phonemes.lexicon import transcribe_all
 from lstm_core.errors import UserError
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".sph", ".aiff", ".aif")
@@ -19,6 +20,11 @@ class Utterance:
     phonemes: list  # symbols, any Unicode strings
     split: str | None = None
     speaker: str | None = None
+    text: str | None = None  # words, transcribed through a lexicon when phonemes is empty
+    origin: str | None = None  # where it was read: "manifest.tsv:7"
+    # audio already in memory (tensorflow-datasets) at ``rate``; else read from path
+    samples: np.ndarray | None = field(default=None, compare=False, repr=False)
+    rate: int | None = None
 
 
 @dataclass
@@ -33,15 +39,20 @@ class Skipped:
 def read_manifest(path):
     """Utterances of a TSV (or ``.csv``) manifest with a header: ``path``
     (relative to the manifest's folder, or absolute), ``phonemes``
-    (space-separated symbols) and optional ``split`` and ``speaker``."""
+    (space-separated symbols) and/or ``text`` (words, for a lexicon to
+    transcribe where ``phonemes`` is empty), and optional ``split`` and
+    ``speaker``. A TSV has no quoting (a ``"`` is text, as in LJSpeech's
+    sentences); a CSV has the csv module's standard quoting."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"manifest not found: {path}")
-    delimiter = "," if path.suffix.lower() == ".csv" else "\t"
+    csv_file = path.suffix.lower() == ".csv"
     with open(path, encoding="utf-8", newline="") as f:
-        reader = csv.DictReader(f, delimiter=delimiter)
+        reader = csv.DictReader(f, delimiter="," if csv_file else "\t",
+                                quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
         columns = reader.fieldnames or []
-        missing = [c for c in ("path", "phonemes") if c not in columns]
+        missing = ([] if "path" in columns else ["path"]) + (
+            [] if {"phonemes", "text"} & set(columns) else ["phonemes or text"])
         if missing:
             raise UserError(f"{path}: no {' or '.join(missing)} column in the header "
                             f"(found: {', '.join(columns) or 'nothing'})")
@@ -53,8 +64,33 @@ def read_manifest(path):
                 path=path.parent / row["path"].strip(),
                 phonemes=(row.get("phonemes") or "").split(),
                 split=(row.get("split") or "").strip() or None,
-                speaker=(row.get("speaker") or "").strip() or None))
+                speaker=(row.get("speaker") or "").strip() or None,
+                text=row.get("text"),
+                origin=f"{path}:{number}"))
     return utterances
+
+
+def with_phonemes(utterances, lexicon, missing_words="fail", lexicon_name="the lexicon"):
+    """``(utterances, report)``: those without phonemes but with a text get
+    the text's phonemes from ``lexicon`` (``{word: phonemes}``). An utterance
+    with words the lexicon lacks fails (naming its origin and the word) or,
+    with ``missing_words="skip"``, is left out and counted in ``report``
+    ("" when nothing was missing)."""
+    def needs_lexicon(utterance):
+        return not utterance.phonemes and (utterance.text or "").strip()
+
+    needed = [u for u in utterances if needs_lexicon(u)]
+    if not needed:
+        return utterances, ""
+    if lexicon is None:
+        raise UserError(f"{needed[0].origin or needed[0].path}: no phonemes, and no lexicon "
+                        f"(data.lexicon) to transcribe its text")
+    phonemes, report = transcribe_all([u.text for u in needed],
+                                      [u.origin or str(u.path) for u in needed],
+                                      lexicon, missing_words, lexicon_name)
+    found = iter(phonemes)
+    out = [replace(u, phonemes=next(found)) if needs_lexicon(u) else u for u in utterances]
+    return [u for u in out if u.phonemes is not None], report
 
 
 def select(utterances, manifest, split=None, speakers=None, exclude_speakers=None):
@@ -94,31 +130,60 @@ def _check_wav_length(path):
             f.seek(declared + declared % 2, 1)  # chunks are padded to even sizes
 
 
+def _check_sphere(path):
+    """A NIST SPHERE file compressed with shorten (as on the original TIMIT
+    and WSJ discs) is one libsndfile cannot read; say so, and how to fix it."""
+    with open(path, "rb") as f:
+        if f.read(8) != b"NIST_1A\n":
+            return
+        header = f.read(1016)
+    for line in header.split(b"end_head")[0].decode("ascii", "replace").splitlines():
+        fields = line.split()
+        if len(fields) == 3 and fields[0] == "sample_coding" and "shorten" in fields[2]:
+            raise UserError(f"{path}: NIST SPHERE audio compressed with shorten ({fields[2]}), "
+                            f"which libsndfile cannot read; decompress it first, e.g. with "
+                            f"sph2pipe -f wav")
+
+
 def load_audio(path, sample_rate):
     """Mono float32 samples of ``path`` at ``sample_rate`` (resampled if the
     file has another rate). A missing, unreadable or empty file is a
     :class:`UserError` naming it."""
-    import librosa
     import soundfile
 
     path = Path(path)
     if not path.is_file():
         raise UserError(f"audio file not found: {path}")
     _check_wav_length(path)
+    _check_sphere(path)
     try:
         samples, rate = soundfile.read(str(path), dtype="float32", always_2d=True)
     except Exception as error:  # libsndfile's errors have no common type
         raise UserError(f"{path}: cannot read audio ({error})") from None
-    samples = samples.mean(axis=1)
+    return _checked(samples.mean(axis=1), rate, sample_rate, path)
+
+
+def _checked(samples, rate, sample_rate, where):
+    """``samples`` at ``sample_rate``, once known not empty and finite."""
+    import librosa
+
     if samples.size == 0:
-        raise UserError(f"{path}: no audio samples (empty or truncated file)")
+        raise UserError(f"{where}: no audio samples (empty or truncated file)")
     if not np.all(np.isfinite(samples)):
-        raise UserError(f"{path}: audio has NaN or infinite samples")
+        raise UserError(f"{where}: audio has NaN or infinite samples")
     if rate != sample_rate:
         # Polyphase filtering (scipy): librosa's default, soxr, is not a dependency.
         samples = librosa.resample(samples, orig_sr=rate, target_sr=sample_rate,
                                    res_type="polyphase")
     return samples.astype("float32")
+
+
+def utterance_audio(utterance, sample_rate):
+    """The samples of ``utterance`` at ``sample_rate``: those it holds, or its file's."""
+    if utterance.samples is None:
+        return load_audio(utterance.path, sample_rate)
+    return _checked(np.asarray(utterance.samples, "float32"), utterance.rate, sample_rate,
+                    utterance.origin or utterance.path)
 
 
 def load_utterances(utterances, sample_rate, bad_audio="fail"):
@@ -129,7 +194,7 @@ def load_utterances(utterances, sample_rate, bad_audio="fail"):
     waveforms, kept, skipped = [], [], Skipped()
     for utterance in utterances:
         try:
-            waveforms.append(load_audio(utterance.path, sample_rate))
+            waveforms.append(utterance_audio(utterance, sample_rate))
         except UserError as error:
             if bad_audio == "fail":
                 raise
@@ -163,3 +228,29 @@ def pad_batch(waveforms):
     for row, waveform in enumerate(waveforms):
         out[row, :len(waveform)] = waveform
     return out, lengths
+
+
+def read_phone_map(path):
+    """``{phone: scored phone or None}`` of a TSV file of ``phone<TAB>scored``
+    lines (``#`` comments and blank lines ignored); a phone with no second
+    field, or an empty one, is deleted before scoring."""
+    path = Path(path)
+    if not path.is_file():
+        raise UserError(f"phone map not found: {path}")
+    mapping = {}
+    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        fields = [f.strip() for f in line.split("\t")]
+        if len(fields) > 2 or not fields[0] or " " in fields[0] + fields[-1]:
+            raise UserError(f"{path}:{number}: expected 'phone<TAB>scored phone' (or a phone "
+                            f"alone, to delete it), got {line!r}")
+        mapping[fields[0]] = fields[1] if len(fields) == 2 and fields[1] else None
+    return mapping
+
+
+def fold(phonemes, mapping):
+    """``phonemes`` through ``mapping`` (phones it lacks unchanged; those it
+    maps to None deleted)."""
+    folded = (mapping.get(p, p) for p in phonemes)
+    return [p for p in folded if p is not None]

@@ -1,5 +1,5 @@
 """CMUdict-format pronunciation lexicons: read one, turn word transcripts into
-phonemes, and count the words it is missing across a manifest.
+phonemes, and count the words it is missing across a data source.
 
 The format is CMUdict's (both the ``cmudict-0.7b`` and the ``cmudict.dict``
 flavours)::
@@ -21,7 +21,6 @@ non-ASCII bytes. latin-1 decodes any byte, so no file fails on encoding.
 
 import re
 from collections import Counter
-from dataclasses import dataclass, field
 from pathlib import Path
 
 from lstm_core.errors import UserError
@@ -114,62 +113,40 @@ def transcribe(text: str, lexicon: dict[str, list[str]]) -> tuple[list[str], lis
     return phonemes, missing
 
 
-@dataclass
-class Transcriptions:
-    """What ``transcribe_all`` made of a list of texts.
+def transcribe_all(texts, names, lexicon: dict[str, list[str]], missing_words: str = FAIL,
+                   lexicon_name: str = "the lexicon") -> tuple[list, str]:
+    """``(phonemes, report)`` of the texts of a data source, handling words
+    missing from the lexicon as the recipe chooses (``data.missing_words``).
 
-    ``phonemes[i]`` is the i-th text's phonemes, or ``None`` when it was
-    skipped; ``skipped`` lists the skipped indices; ``missing`` counts, over
-    all texts, how often each missing word occurred.
+    ``names[i]`` says where text i is (``manifest.tsv:7``). With ``"fail"`` a
+    missing word raises a ``UserError`` naming the first place, its word and
+    the totals. With ``"skip"`` a text with missing words gets ``None``
+    phonemes and ``report`` says how many were skipped, the missing words
+    (most frequent first) and the first few places; it is ``""`` when no word
+    is missing.
     """
-
-    phonemes: list
-    skipped: list[int] = field(default_factory=list)
-    missing: Counter = field(default_factory=Counter)
-
-    def report(self, limit: int = 10) -> str:
-        """``"N utterances skipped: words missing from the lexicon: X (n), ..."``,
-        most frequent words first, or ``""`` when nothing was skipped."""
-        if not self.skipped:
-            return ""
-        noun = "utterance" if len(self.skipped) == 1 else "utterances"
-        return f"{len(self.skipped)} {noun} skipped: {_missing_words(self.missing, limit)}"
-
-
-def _missing_words(missing: Counter, limit: int) -> str:
-    shown = ", ".join(f"{word} ({count})" for word, count in missing.most_common(limit))
-    more = len(missing) - limit
-    return "words missing from the lexicon: " + shown + (f" and {more} more" if more > 0 else "")
-
-
-def transcribe_all(texts, lexicon: dict[str, list[str]], on_missing: str = SKIP,
-                   source: str = "transcripts", names=None) -> Transcriptions:
-    """Transcribe every text of a manifest, handling words missing from the
-    lexicon as the recipe chooses.
-
-    ``on_missing="skip"``: texts with missing words get ``None`` phonemes and
-    are listed in the result (``report()`` gives the message to print).
-    ``on_missing="fail"``: raise a ``UserError`` naming ``source``, the number
-    of affected utterances, the first one (by ``names[i]`` if given, else its
-    0-based index) and the missing words with their counts.
-    """
-    if on_missing not in (SKIP, FAIL):
-        raise UserError(f"on_missing must be {SKIP!r} or {FAIL!r}, got {on_missing!r}")
-    result = Transcriptions(phonemes=[])
-    for index, text in enumerate(texts):
-        phonemes, missing = transcribe(text, lexicon)
+    if missing_words not in (SKIP, FAIL):
+        raise UserError(f"data.missing_words must be {SKIP!r} or {FAIL!r}, got {missing_words!r}")
+    phonemes, counts, places = [], Counter(), []
+    for name, text in zip(names, texts, strict=True):
+        found, missing = transcribe(text, lexicon)
         if missing:
-            result.skipped.append(index)
-            result.missing.update(missing)
-            phonemes = None
-        result.phonemes.append(phonemes)
-    if result.skipped and on_missing == FAIL:
-        first = result.skipped[0]
-        first = names[first] if names is not None else f"utterance {first}"
-        raise UserError(f"{source}: {len(result.skipped)} utterance(s) have "
-                        f"{_missing_words(result.missing, 10)} (first: {first}); "
-                        f"add them to the lexicon or skip such utterances")
-    return result
+            counts.update(missing)
+            places.append((name, missing[0]))
+        phonemes.append(None if missing else found)
+    if not places:
+        return phonemes, ""
+    shown = ", ".join(f"{word} ({count})" for word, count in counts.most_common(10))
+    more = f" and {len(counts) - 10} more" if len(counts) > 10 else ""
+    noun = "utterance" if len(places) == 1 else "utterances"
+    if missing_words == FAIL:
+        name, word = places[0]
+        raise UserError(f"{name}: {word!r} is not in {lexicon_name} (words missing in "
+                        f"{len(places)} {noun}: {shown}{more}); add them to the lexicon, or set "
+                        f"data.missing_words: skip")
+    first = ", ".join(name for name, _ in places[:3]) + (", ..." if len(places) > 3 else "")
+    return phonemes, (f"skipped {len(places)} {noun} with words missing from {lexicon_name}: "
+                      f"{shown}{more} (first: {first})")
 
 
 def inventory(lexicon: dict[str, list[str]]) -> list[str]:

@@ -7,7 +7,16 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it.
 _EXPORTS = {"PeepholeLSTMCell": "cells", "PeepholeLSTM": "layers", "RNNStack": "layers",
-            "RNN_LAYERS": "layers", "make_rnn": "layers", "register_rnn": "layers", "CRF": "crf"}
+            "RNN_LAYERS": "layers", "make_rnn": "layers", "register_rnn": "layers", "CRF": "crf",
+            "LuongAttention": "attention", "BahdanauAttention": "attention",
+            "ATTENTIONS": "attention", "make_attention": "attention",
+            "AttentionDecoderCell": "decoder", "AttentionDecoder": "decoder",
+            "greedy_search": "beam_search",
+            "Hypotheses": "beam_search", "tile_beams": "beam_search",
+            "mean_log_probs": "beam_search", "relative_max_lengths": "beam_search",
+            "gnmt_length_penalty": "beam_search"}
+# The function beam_search is not exported here: it would shadow its module,
+# lstm_core.beam_search (import it from there).
 __all__ = list(_EXPORTS)
 
 

@@ -130,9 +130,9 @@ class DevMonitor(keras.callbacks.Callback):
     go into ``logs`` as ``dev_<name>`` for the callbacks after it (early
     stopping, plateau, recorder, TensorBoard, progress bar), its counts
     (integers) into :attr:`counts` for ``metrics.jsonl`` only, its figure
-    into ``figures/dev-epoch-EEE.png``. An app with
-    no metric is scored by its loss on the dev data (``dev_loss``). On a
-    cluster the chief scores, and every worker takes its metric."""
+    into ``figures/dev-epoch-EEE.png``. An app with no metric is scored by
+    its loss on the dev data (``dev_loss``). On a cluster the chief scores
+    (and draws), and every worker takes its metric."""
 
     def __init__(self, app, config, data_root, assets, run_dir, dev_data, strategy):
         super().__init__()

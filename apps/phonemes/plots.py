@@ -27,6 +27,13 @@ DRAWN = 0.1
 #: Characters per line of the phoneme strings in a title.
 TITLE_WIDTH = 130
 
+# The layout in inches, fixed rather than measured (matplotlib's constrained
+# layout measures every text and would double the drawing time): per
+# utterance its title lines, the spectrogram, the posteriors and their axis.
+WIDTH, LEFT, RIGHT = 11.0, 0.75, 1.5  # the legend of the posteriors on the right
+TITLE_LINE, SPECTROGRAM, POSTERIORS, AXIS = 0.16, 1.9, 1.1, 0.65
+DPI = 80
+
 
 def model_view(model, waveforms):
     """Per waveform, ``(log_mels [frames, n_mels], posteriors [steps,
@@ -95,6 +102,8 @@ def draw_posteriors(axes, posteriors, symbols, step_seconds):
 
 
 def title(name, reference, decoded, decoding):
+    """The utterance's name and errors, its reference and decoded phonemes
+    (wrapped: a sentence has a hundred)."""
     alignment = align(reference, decoded)
     counts = (f"{alignment.substitutions} sub, {alignment.deletions} del, "
               f"{alignment.insertions} ins in {len(reference)}")
@@ -103,14 +112,6 @@ def title(name, reference, decoded, decoding):
         lines += textwrap.wrap(f"{head:<11}{' '.join(phones) or '(nothing)'}", TITLE_WIDTH,
                                subsequent_indent=" " * 11)
     return "\n".join(lines)
-
-
-# The layout in inches, fixed rather than measured (matplotlib's constrained
-# layout measures every text and would double the drawing time): per
-# utterance its title lines, the spectrogram, the posteriors and their axis.
-WIDTH, LEFT, RIGHT = 11.0, 0.75, 1.5  # the legend of the posteriors on the right
-TITLE_LINE, SPECTROGRAM, POSTERIORS, AXIS = 0.16, 1.9, 1.1, 0.65
-DPI = 80
 
 
 def draw_utterances(path, model, phones, names, waveforms, references, decoded, decoding):
@@ -122,7 +123,7 @@ def draw_utterances(path, model, phones, names, waveforms, references, decoded, 
 
     count = min(UTTERANCES, len(waveforms))
     views = model_view(model, waveforms[:count])
-    titles = [title(*row, decoding) for row in zip(names, references, decoded)][:count]
+    titles = [title(*row, decoding) for row in zip(names[:count], references, decoded)]
     blocks = [(t.count("\n") + 1.5) * TITLE_LINE + SPECTROGRAM + POSTERIORS + AXIS for t in titles]
     height = sum(blocks)
     figure = Figure(figsize=(WIDTH, height), dpi=DPI)

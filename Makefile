@@ -24,6 +24,7 @@ DATA ?= $(LSTM_SUITE_DATA)
 
 bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/lstm_speed.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/phonemes_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/ner_conll2003.py --data-dir "$(DATA)"
 
 # Train every app's quickstart on its bundled sample (resumes or reports if

@@ -18,6 +18,7 @@ import tensorflow as tf
 
 from apps.phonemes.data import pad_batch
 from lstm_core.apps import model_cache
+from lstm_core.audio import Normalize
 from lstm_core.edit_distance import align
 
 #: Utterances drawn per evaluation (the first ones of the evaluated data).
@@ -49,10 +50,11 @@ def model_view(model, waveforms):
 
 
 def compute_view(model, waveform, lengths):
-    """The normalised log-mels with their frame counts, and the CTC
-    posteriors with their step counts: one traced graph per model, which
-    runs several times faster than the layers called eagerly."""
-    features, frames = model.normalize(*model.log_mel(waveform, lengths))
+    """The log-mels (each utterance's own mean and variance normalised, for
+    contrast, whatever features the model reads) with their frame counts,
+    and the CTC posteriors with their step counts: one traced graph per
+    model, which runs several times faster than the layers called eagerly."""
+    features, frames = Normalize()(*model.log_mel(waveform, lengths))
     scores = model({"waveform": waveform, "lengths": lengths}, training=False)
     posteriors = tf.nn.softmax(tf.cast(scores, tf.float32), axis=-1)
     return tf.cast(features, tf.float32), frames, posteriors, model.output_lengths(lengths)
@@ -134,15 +136,14 @@ def draw_utterances(path, model, phones, names, waveforms, references, decoded, 
 
     symbols = ["blank", *phones]
     frame_seconds = model.log_mel.hop_length / model.log_mel.sample_rate
-    step_seconds = frame_seconds * model.frame_stack.stack
     top = 0.0
     for (log_mels, posteriors), text, block in zip(views, titles, blocks):
         spectrogram = axes(top + block - AXIS - POSTERIORS - SPECTROGRAM, SPECTROGRAM)
         lines = axes(top + block - AXIS - POSTERIORS, POSTERIORS, sharex=spectrogram)
         draw_spectrogram(spectrogram, log_mels, frame_seconds)
-        draw_posteriors(lines, posteriors, symbols, step_seconds)
+        draw_posteriors(lines, posteriors, symbols, model.step_seconds)
         lines.set_xlabel("seconds")
-        lines.set_xlim(0, max(len(log_mels) * frame_seconds, len(posteriors) * step_seconds))
+        lines.set_xlim(0, max(len(log_mels) * frame_seconds, len(posteriors) * model.step_seconds))
         spectrogram.set_title(text, loc="left", fontsize=9, family="monospace")
         top += block
     figure.savefig(path, dpi=DPI)

@@ -282,13 +282,13 @@ def load_run(run_dir, data_dir=None, overrides=()) -> Run:
     the ``decode`` section only: everything else is the trained model."""
     from lstm_core.apps import get_app
     from lstm_core.recipes import data_root, read_config
-    from lstm_core.schema import apply_decode_overrides, with_data_files
+    from lstm_core.schema import apply_decode_overrides, recorded_config, with_data_files
 
     run_dir = Path(run_dir)
     if not (run_dir / "recipe.yaml").is_file():
         raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
-    config = read_config(run_dir / "recipe.yaml")
-    app = get_app(config["app"])
+    app = get_app(read_config(run_dir / "recipe.yaml")["app"])
+    config = recorded_config(app, run_dir / "recipe.yaml")
     config = apply_decode_overrides(app, config, overrides)
     config = with_data_files(app, config, data_root(data_dir))
     assets = load_assets(run_dir)

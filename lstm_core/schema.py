@@ -9,7 +9,8 @@ need no TensorFlow.
 import difflib
 
 from lstm_core.recipes import (
-    Field, Recipe, RecipeError, diff_configs, resolve_data_files, validate, with_overrides)
+    Field, Recipe, RecipeError, diff_configs, read_config, resolve_data_files, validate,
+    with_overrides)
 
 OPTIONAL_FLOAT = (float, type(None))
 OPTIONAL_INT = (int, type(None))
@@ -95,6 +96,14 @@ def with_data_files(app, config, data_root):
     or the ``(root, how)`` pair of :func:`lstm_core.recipes.data_root`); a
     missing file stays as it is, for whatever reads it to name."""
     return resolve_data_files(config, recipe_schema(app), None, data_root, strict=False)
+
+
+def recorded_config(app, path):
+    """The config a run recorded at ``path``, checked against ``app``'s
+    schema as it is now: keys added since the run was made get their
+    defaults (which keep the behaviour of the time); a key the app no longer
+    knows is a recipe error naming it and the file."""
+    return validate(Recipe(path, read_config(path)), recipe_schema(app))
 
 
 def training_changes(app, recorded, config, data_root):

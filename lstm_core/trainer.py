@@ -15,9 +15,9 @@ import numpy as np
 
 from lstm_core import distribute, runs
 from lstm_core.errors import UserError
-from lstm_core.recipes import RecipeError, read_config
+from lstm_core.recipes import RecipeError
 from lstm_core.runs import Assets, precision_policy
-from lstm_core.schema import training_changes, with_data_files
+from lstm_core.schema import recorded_config, training_changes, with_data_files
 
 # -- optimizer and schedule ------------------------------------------------------
 
@@ -282,7 +282,7 @@ def check_resumable(app, config, run_dir, data_root):
     recorded = Path(run_dir) / "recipe.yaml"
     if not recorded.is_file():
         return True
-    changes = training_changes(app, read_config(recorded), config, data_root)
+    changes = training_changes(app, recorded_config(app, recorded), config, data_root)
     if changes:
         raise UserError(f"{run_dir} holds a run of a different recipe; changed: "
                         f"{'; '.join(changes)} (use another --run-dir to start a new run)")

@@ -477,3 +477,23 @@ def test_dotted_helpers():
         get_dotted(d, "a.b.c")
     with pytest.raises(RecipeError, match="a.b is not a mapping"):
         set_dotted(d, "a.b.c", 3)
+
+
+def test_a_recorded_config_gets_the_defaults_of_keys_added_since_and_refuses_dropped_ones(tmp_path):
+    from lstm_core.apps import App
+    from lstm_core.schema import recorded_config
+
+    class Later(App):  # the app as it is now: model.depth is new, model.stack is gone
+        name = "later"
+        data_schema = {"file": Field(str, "train.txt")}
+        model_schema = {"units": Field(int, 8), "depth": Field(int, 1)}
+
+    path = tmp_path / "recipe.yaml"
+    write_config({"app": "later", "data": {"file": "a.txt"}, "model": {"units": 4}}, path)
+    config = recorded_config(Later(), path)
+    assert config["model"] == {"units": 4, "depth": 1}
+    assert config["data"]["file"] == "a.txt" and config["train"]["epochs"] >= 1
+
+    write_config({"app": "later", "model": {"units": 4, "stack": 3}}, path)
+    with pytest.raises(RecipeError, match=r"model\.stack.*recipe\.yaml"):
+        recorded_config(Later(), path)

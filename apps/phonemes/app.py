@@ -149,7 +149,7 @@ class PhonemeApp(App):
         """The utterances of ``split`` (train/dev) from the recipe's data
         source, or all those of the manifest ``path``, with phonemes (word
         transcripts transcribed through ``data.lexicon``)."""
-        data = self._data(config)
+        data = config["data"]
         key = (json.dumps(data, sort_keys=True, default=str), split, str(path))
         if key not in self._utterances:
             what = str(path) if path is not None else f"{split} data"
@@ -200,12 +200,6 @@ class PhonemeApp(App):
                             f"and data.dev_speakers)")
         return chosen
 
-    def _data(self, config):
-        """The data section, with defaults for keys that a run recorded
-        before they existed lacks."""
-        return {**{key: spec.default for key, spec in self.data_schema.items()},
-                **config["data"]}
-
     def _once(self, reader, *arguments):
         """``reader(*arguments)``, read once per process."""
         key = (reader, arguments)
@@ -216,7 +210,7 @@ class PhonemeApp(App):
     def score_map(self, config):
         """The phone folding that PER is scored after (``data.score_map`` or
         ``data.score_map_file``), or None."""
-        data = self._data(config)
+        data = config["data"]
         name, path = data["score_map"], data["score_map_file"]
         if name and path:
             raise UserError("set data.score_map or data.score_map_file, not both")

@@ -368,8 +368,9 @@ class SpecAugment(keras.layers.Layer):
     valid frames (padding is left as it is); otherwise it is the identity.
     Masks come from a stateless RNG keyed by ``seed`` and a step counter (a
     non-trainable weight), so two layers with the same seed mask the same
-    way, and each call draws new masks. Under XLA the same seed gives other
-    (equally reproducible) masks: XLA's stateless RNG is its own stream.
+    way, and each call draws new masks; under a tf.distribute strategy each
+    replica draws its own. Under XLA the same seed gives other (equally
+    reproducible) masks: XLA's stateless RNG is its own stream.
     """
 
     def __init__(
@@ -429,7 +430,13 @@ class SpecAugment(keras.layers.Layer):
         if not training:
             return features, lengths
         step = self._step.value if hasattr(self._step, "value") else self._step
-        key = tf.stack([tf.cast(self._seed, tf.int64), tf.convert_to_tensor(step)])
+        seed = tf.constant(self._seed, tf.int64)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Each replica's share of a batch its own masks (replica 0 those
+            # of one process): with one key, row i of every share is masked alike.
+            seed += tf.cast(replica.replica_id_in_sync_group, tf.int64) * 2**32
+        key = tf.stack([seed, tf.convert_to_tensor(step)])
         self._step.assign_add(1)
         shape = tf.shape(features)
         channels = tf.fill(shape[:1], shape[2])

@@ -202,7 +202,7 @@ model:
   features: {n_mels: 8}
   # SpecAugment runs (its step counter is among the weights compared) but
   # masks nothing: each replica draws masks for the rows of its own share,
-  # which one process draws for other rows (test_spec_augment_... below).
+  # which one process draws for other rows (test_two_replicas_... below).
   spec_augment: {freq_mask_width: 0, time_mask_width: 0}
   stack: 2
   encoder: {units: 4, num_layers: 1}

@@ -74,9 +74,9 @@ class App:
         """Return an uncompiled ``keras.Model``. A model whose loss is not a
         plain Keras loss (CRF, CTC) implements it in its own ``compute_loss``
         or ``train_step``; the trainer compiles it with ``loss=None`` then.
-        Such a loss returns this replica's share, divided by
-        ``tf.distribute.get_strategy().num_replicas_in_sync`` as Keras's own
-        losses are: under a strategy Keras sums the replicas' gradients."""
+        Such a loss returns this replica's share of the batch's loss: under a
+        strategy Keras sums the replicas' gradients
+        (:func:`lstm_core.distribute.replica_loss` makes the share)."""
         raise NotImplementedError
 
     def initialize(self, model, config: dict, assets: dict) -> None:

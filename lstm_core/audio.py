@@ -535,7 +535,14 @@ class _SeededAugmentation(keras.layers.Layer):
     def _next_key(self):
         """This call's ``[2]`` int64 RNG key; counts the call."""
         step = self._step.value if hasattr(self._step, "value") else self._step
-        key = tf.stack([tf.cast(self._seed, tf.int64), tf.convert_to_tensor(step)])
+        seed = tf.constant(self._seed, tf.int64)
+        replica = tf.distribute.get_replica_context()
+        if replica is not None and replica.num_replicas_in_sync > 1:
+            # Each replica's share of a batch draws its own values (replica 0
+            # those of one process): with one key, row i of every share would
+            # be augmented alike.
+            seed += tf.cast(replica.replica_id_in_sync_group, tf.int64) * 2**32
+        key = tf.stack([seed, tf.convert_to_tensor(step)])
         self._step.assign_add(1)
         return key
 
@@ -682,8 +689,9 @@ class SpecAugment(_SeededAugmentation):
     ``time_mask_ratio`` of the row's length), each span inside the row's
     valid frames (padding is left as it is); otherwise it is the identity.
     Each training call draws new masks, seeded (see
-    :class:`_SeededAugmentation`). Under XLA the same seed gives other
-    (equally reproducible) masks: XLA's stateless RNG is its own stream.
+    :class:`_SeededAugmentation`; under a tf.distribute strategy each replica
+    draws its own). Under XLA the same seed gives other (equally
+    reproducible) masks: XLA's stateless RNG is its own stream.
     """
 
     def __init__(

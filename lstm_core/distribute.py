@@ -10,6 +10,7 @@ every worker.
 """
 
 import atexit
+import concurrent.futures
 import json
 import os
 import shutil
@@ -79,6 +80,48 @@ def from_chief(strategy, value):
     return float(strategy.reduce("SUM", values, axis=None))
 
 
+def replica_loss(total, count, penalty=None):
+    """This replica's share of a loss that is a mean over the global batch,
+    for a model's own ``compute_loss``: ``total``, the summed loss of this
+    replica's ``count`` examples (or tokens), plus ``penalty`` (weight
+    penalties, once per batch); 0 on no examples.
+
+    Keras sums the replicas' gradients, so each replica's gradient is that
+    of ``total`` over the count of all replicas: the shares add up to one
+    process's gradient however tf.distribute splits a batch. A per-replica
+    mean divided by the number of replicas (how Keras's own losses scale)
+    weighs the examples of a smaller share more (a batch of 3 is split
+    2 + 1). The value returned is that per-replica mean, though: Keras logs
+    it times the number of replicas, weighted by the share's size, which
+    averages to the batch's mean loss (a batch given whole to every replica,
+    see :func:`split_between_replicas`, counts once per replica in the
+    epoch's logged mean; its gradient counts once)."""
+    count = tf.cast(count, total.dtype)
+    loss = total / tf.maximum(count, 1.0)
+    context = tf.distribute.get_replica_context()
+    replicas = context.num_replicas_in_sync if context is not None else 1
+    if replicas > 1:
+        share = total / tf.maximum(context.all_reduce("SUM", count), 1.0)
+        loss = share + tf.stop_gradient(loss / replicas - share)
+    if penalty is not None:
+        loss += tf.cast(penalty, loss.dtype) / replicas
+    return loss
+
+
+def alone(strategy, function, *args, **kwargs):
+    """``function(*args, **kwargs)`` for what one worker of a cluster does
+    while the others do not (the chief scoring dev or the test sets), run
+    outside ``strategy``. Under MultiWorkerMirroredStrategy every variable is
+    created by a broadcast all workers must join: a variable the chief alone
+    creates (a serving module's, say) stops both workers with "Collective ...
+    expected type" or waits forever. A strategy's scope holds in the thread
+    that entered it only, so the call runs in a thread of its own."""
+    if not several_workers(strategy):
+        return function(*args, **kwargs)
+    with concurrent.futures.ThreadPoolExecutor(1, thread_name_prefix="lstm-suite-alone") as pool:
+        return pool.submit(function, *args, **kwargs).result()
+
+
 def check_workers_agree(strategy, run_dir, checkpoint, assets):
     """Raise a UserError on every worker unless all resume from the same
     checkpoint with the same assets: workers that disagree would train
@@ -127,9 +170,15 @@ def split_between_replicas(dataset, strategy):
 
 
 def fit_on_workers(model, strategy, element_spec):
-    """Let Keras 3's ``fit`` (3.15) run ``model`` on a cluster of several
-    workers, around two of its bugs there (only then: nothing changes on one
-    worker):
+    """Let Keras 3's ``fit`` (3.15) run ``model`` on several replicas, around
+    its bugs there (nothing changes on one replica):
+
+    - its optimizer clips each replica's gradient before adding them up, so
+      ``train.clip_norm`` bounds each share's norm, not the batch's (two
+      workers clip at twice the norm, in another direction):
+      :func:`clip_summed_gradients`.
+
+    On a cluster of several workers also:
 
     - ``fit`` and ``evaluate`` build the model from their first batch after
       averaging it over the replicas with ``Strategy.reduce``, which takes one
@@ -144,6 +193,8 @@ def fit_on_workers(model, strategy, element_spec):
       test steps return each as a row of one, whose mean over axis 0 of all
       replicas is the average the logs want.
     """
+    if strategy.num_replicas_in_sync > 1:
+        clip_summed_gradients(model.optimizer)
     if not several_workers(strategy):
         return
     build = model._maybe_symbolic_build
@@ -153,3 +204,27 @@ def fit_on_workers(model, strategy, element_spec):
         step = getattr(model, name)
         setattr(model, name, lambda data, step=step: tf.nest.map_structure(
             lambda value: tf.expand_dims(value, 0), step(data)))
+
+
+def clip_summed_gradients(optimizer):
+    """Make a clipping ``optimizer`` (``global_clipnorm``, ``clipnorm``,
+    ``clipvalue``) add up the replicas' gradients first and clip the sum, as
+    one process clips the whole batch's gradient. Keras 3 clips in
+    ``_clip_gradients`` and adds up in ``_all_reduce_sum_gradients``, after
+    it (private methods: the multi-worker tests, which clip, fail if a Keras
+    release changes them); the sum is moved before the clipping."""
+    optimizer = getattr(optimizer, "inner_optimizer", optimizer)  # under a loss scale
+    if not (optimizer.global_clipnorm or optimizer.clipnorm or optimizer.clipvalue):
+        return
+    clip = optimizer._clip_gradients
+
+    def sum_then_clip(grads):
+        context = tf.distribute.get_replica_context()
+        present = [g for g in grads if g is not None]
+        if context is not None and present:
+            summed = iter(context.all_reduce("SUM", present))
+            grads = [None if g is None else next(summed) for g in grads]
+        return clip(grads)
+
+    optimizer._clip_gradients = sum_then_clip
+    optimizer._all_reduce_sum_gradients = lambda grads_and_vars: grads_and_vars

@@ -167,8 +167,9 @@ class DevMonitor(keras.callbacks.Callback):
             return {"loss": float(self.model.evaluate(self.dev_data, verbose=0, return_dict=True)["loss"])}
         scores = {}
         if distribute.is_chief(self.strategy):
-            scores = runs.evaluate(self.app, self.model, self.config, self.data_root, self.assets,
-                                   self.run_dir, f"dev-epoch-{epoch + 1:03d}")
+            scores = distribute.alone(self.strategy, runs.evaluate, self.app, self.model,
+                                      self.config, self.data_root, self.assets, self.run_dir,
+                                      f"dev-epoch-{epoch + 1:03d}")
         if distribute.several_workers(self.strategy):
             # The callbacks after this one decide (stop, lower the rate, keep
             # the best) by it: identically on every worker.
@@ -439,8 +440,8 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
                                                  dev_data, state, records, quiet, strategy)
         fit(model, train_data, callbacks, dev, state, t["epochs"], quiet)
         result = _result(records, state, monitor)
-        result["test"] = (score_test_sets(app, model, resolved, data_root, assets, run_dir)
-                          if chief else {})
+        result["test"] = (distribute.alone(strategy, score_test_sets, app, model, resolved,
+                                           data_root, assets, run_dir) if chief else {})
     runs.write_json(run_dir / "result.json", result)
     if not quiet and result["best"]:
         print(f"best {monitor} {result['best'][monitor]:.4f} at epoch {result['best_epoch']}; "

@@ -15,6 +15,7 @@ from keras import ops
 from apps.ner.features import NUM_CAPS, PAD, UNK
 from lstm_core import RNNStack, make_rnn
 from lstm_core.crf import CRF, viterbi_decode
+from lstm_core.distribute import replica_loss
 
 
 @keras.saving.register_keras_serializable(package="apps.ner")
@@ -89,20 +90,15 @@ class Tagger(keras.Model):
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         lengths = ops.sum(ops.cast(x["words"] != PAD, "int32"), axis=1)
         if self.crf is not None:
-            # A mean that is 0 on no sentences: a worker of a cluster gets an
-            # empty share of a batch smaller than the number of replicas.
             likelihood = self.crf.log_likelihood(y_pred, y, lengths=lengths)
-            loss = -ops.sum(likelihood) / ops.maximum(ops.cast(ops.shape(likelihood)[0], "float32"), 1.0)
+            total, count = -ops.sum(likelihood), ops.shape(likelihood)[0]
         else:
             mask = ops.cast(x["words"] != PAD, "float32")
             per_token = keras.losses.sparse_categorical_crossentropy(y, y_pred, from_logits=True)
-            loss = ops.sum(per_token * mask) / ops.maximum(ops.sum(mask), 1.0)
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        # This replica's share, as Keras's own losses return it: under a
-        # tf.distribute strategy Keras sums the replicas' gradients (and
-        # multiplies the logged loss back).
-        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+            total, count = ops.sum(per_token * mask), ops.sum(mask)
+        # A mean over the sentences (tokens) of the whole batch, this
+        # replica's share of it under a tf.distribute strategy.
+        return replica_loss(total, count, ops.sum(self.losses) if self.losses else None)
 
     def decode(self, inputs):
         """Best tag ids ``[batch, tokens]`` (0 past each sentence's end)."""

@@ -13,6 +13,7 @@ from lstm_core.audio import (
     AddNoise, AudioFeatures, ConvSubsample, FrameStack, Normalize, SpecAugment, SpeedPerturb)
 from lstm_core.ctc import ctc_loss
 from lstm_core.errors import UserError
+from lstm_core.distribute import replica_loss
 from lstm_core.layers import RNNStack
 
 NORMALIZATIONS = ("utterance", "global", None)
@@ -111,13 +112,8 @@ class PhonemeRecognizer(keras.Model):
                              "(they carry the steps of each row as a Keras mask)")
         steps = ops.sum(ops.cast(mask, "int32"), axis=1)
         per_example = ctc_loss(y, y_pred, label_lengths, steps)
-        # A mean that is 0 on no utterances (a replica's empty share of a batch).
-        count = ops.maximum(ops.cast(ops.shape(per_example)[0], "float32"), 1.0)
-        loss = ops.sum(per_example) / count
-        if self.losses:
-            loss = loss + ops.sum(self.losses)
-        # This replica's share: under a strategy Keras sums the replicas' gradients.
-        return loss / tf.distribute.get_strategy().num_replicas_in_sync
+        return replica_loss(ops.sum(per_example), ops.shape(per_example)[0],
+                            ops.sum(self.losses) if self.losses else None)
 
     def get_config(self):
         return {**super().get_config(), **self.settings}

@@ -191,6 +191,7 @@ class CRFTagger(keras.Model):
 
 
 def test_functional_model_trains_saves_and_reloads(tmp_path):
+    keras.utils.set_random_seed(0)  # the Dense and CRF initial weights too, not only the data
     rng = np.random.default_rng(0)
     allowed, first, last = allowed_transitions(BIO, "bio")
     y = np.zeros((64, 5), "int32")  # random valid BIO sequences
@@ -205,7 +206,7 @@ def test_functional_model_trains_saves_and_reloads(tmp_path):
     tags = CRF(3, allowed=(allowed, first, last), name="crf")(potentials)
     model = CRFTagger(inputs, {"potentials": potentials, "tags": tags})
     model.compile(keras.optimizers.Adam(0.05), jit_compile=True)
-    history = model.fit(x, y, epochs=4, batch_size=16, verbose=0).history["loss"]
+    history = model.fit(x, y, epochs=12, batch_size=16, verbose=0).history["loss"]
     assert history[-1] < 0.5 * history[0]
     decoded = model(x)["tags"].numpy()
     assert (decoded == y).mean() > 0.9

@@ -90,7 +90,7 @@ class App:
         return None
 
     def evaluate(self, model, config: dict, data_root, assets: dict,
-                 path=None, final=False) -> dict:
+                 path=None, final=False, figure=None) -> dict:
         """Score ``model`` on the dev split (or on ``path``: a file, folder or
         manifest the app reads). ``final`` is False for the dev score of each
         training epoch, which should be cheap (greedy decoding, say), and
@@ -99,7 +99,19 @@ class App:
         Returns flat ``{name: value}``: floats (including :attr:`metric`)
         are shown with the progress and picked up by early stopping and
         plateaus; integers are counts, recorded in ``metrics.jsonl`` only.
-        May carry a printable ``"report"`` string."""
+        May carry a printable ``"report"`` string.
+
+        ``figure``, when not None, is a path ending in ``.png`` where the app
+        may draw what this evaluation saw, for a person to look at: a few
+        examples with the model's view of them (features, posteriors,
+        attention) and its output against the reference. An app that draws
+        nothing ignores it. Draw on a ``matplotlib.figure.Figure`` (never
+        pyplot: no global state, no GUI backend) and ``savefig(figure)``;
+        keep it under a second, as every epoch's dev pass draws. The core
+        names the file and writes it atomically (:func:`lstm_core.runs.evaluate`):
+        ``figures/dev-epoch-003.png`` of the run directory for epoch 3's
+        dev pass (on the chief only), ``figures/test-<name>.png`` for the
+        test sets, ``figures/evaluate-<data>.png`` for ``lstm-suite evaluate``."""
         raise NotImplementedError
 
     def test_sets(self, config: dict) -> dict:

@@ -71,13 +71,14 @@ def command_train(args):
 
 def command_evaluate(args):
     from lstm_core.recipes import data_root
-    from lstm_core.runs import load_run
+    from lstm_core.runs import evaluate, load_run
 
     if args.data and not Path(args.data).exists():
         raise UserError(f"--data {args.data}: no such file or directory")
     app, config, assets, model = load_run(args.run_dir, args.data_dir, args.set)
-    scores = dict(app.evaluate(model, config, data_root(args.data_dir)[0], assets, args.data,
-                               final=True))
+    figure = f"evaluate-{Path(args.data).stem if args.data else 'dev'}"
+    scores = evaluate(app, model, config, data_root(args.data_dir)[0], assets, args.run_dir, figure,
+                      args.data, final=True)
     report = scores.pop("report", None)
     if report:
         print(report.rstrip())
@@ -253,7 +254,8 @@ def build_parser():
     decode_help = ("change a decoding setting of the trained model, e.g. decode.beam_width=8 "
                    "(repeatable; only decode.* keys)")
     sub = command("evaluate", command_evaluate, "score a trained run on its dev set or other data "
-                  "(a full decode, as for a test set)", epilog=EPILOG)
+                  "(a full decode, as for a test set); what the app draws of it goes to "
+                  "RUN_DIR/figures/evaluate-<data name>.png", epilog=EPILOG)
     sub.add_argument("run_dir")
     sub.add_argument("--data", metavar="PATH",
                      help="file, folder or manifest to score instead of the recipe's dev set")

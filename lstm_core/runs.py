@@ -15,6 +15,8 @@ A run directory holds::
     report.txt         the app's printable dev report of that model
     metrics.jsonl      one JSON line per epoch
     plots/             loss.png and dev_<metric>.png
+    figures/           what the app draws at each evaluation (:func:`evaluate`):
+                       dev-epoch-EEE.png, test-<name>.png, evaluate-<data>.png
     logs/              TensorBoard
     result.json        written when the run is complete
 
@@ -232,6 +234,33 @@ def precision_policy(name):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+# -- evaluating -------------------------------------------------------------------
+
+
+FIGURES = "figures"
+
+
+def evaluate(app, model, config, data_root, assets, run_dir, figure, path=None, final=False):
+    """``app.evaluate``'s scores (a new dict), and the PNG the app draws,
+    if it draws one, as ``figures/<figure>.png`` of ``run_dir``. The app
+    draws into a temporary file of the run directory, renamed into place when
+    it returns: a killed evaluation leaves no half PNG (:func:`remove_stale`
+    clears the temporary) and an app that draws nothing leaves nothing, not
+    even the folder."""
+    run_dir = Path(run_dir)
+    tmp = run_dir / f".tmp-{os.getpid()}-{figure}.png"
+    remove(tmp)
+    try:
+        scores = dict(app.evaluate(model, config, data_root, assets, path=path, final=final,
+                                   figure=tmp))
+        if tmp.exists():
+            (run_dir / FIGURES).mkdir(exist_ok=True)
+            os.replace(tmp, run_dir / FIGURES / f"{figure}.png")
+    finally:
+        remove(tmp)
+    return scores
 
 
 # -- using a run -----------------------------------------------------------------------

@@ -129,7 +129,8 @@ class DevMonitor(keras.callbacks.Callback):
     save the broken weights, and scores dev once per epoch: the app's scores
     go into ``logs`` as ``dev_<name>`` for the callbacks after it (early
     stopping, plateau, recorder, TensorBoard, progress bar), its counts
-    (integers) into :attr:`counts` for ``metrics.jsonl`` only. An app with
+    (integers) into :attr:`counts` for ``metrics.jsonl`` only, its figure
+    into ``figures/dev-epoch-EEE.png``. An app with
     no metric is scored by its loss on the dev data (``dev_loss``). On a
     cluster the chief scores, and every worker takes its metric."""
 
@@ -156,17 +157,18 @@ class DevMonitor(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         with averaged_weights(self.model):
-            scores = self.score()
+            scores = self.score(epoch)
         self.report = scores.pop("report", None)
         self.counts = {f"dev_{k}": v for k, v in scores.items() if isinstance(v, int)}
         logs.update({f"dev_{k}": float(v) for k, v in scores.items() if isinstance(v, float)})
 
-    def score(self):
+    def score(self, epoch):
         if not self.app.metric:  # every worker takes part in a distributed evaluate
             return {"loss": float(self.model.evaluate(self.dev_data, verbose=0, return_dict=True)["loss"])}
         scores = {}
         if distribute.is_chief(self.strategy):
-            scores = dict(self.app.evaluate(self.model, self.config, self.data_root, self.assets))
+            scores = runs.evaluate(self.app, self.model, self.config, self.data_root, self.assets,
+                                   self.run_dir, f"dev-epoch-{epoch + 1:03d}")
         if distribute.several_workers(self.strategy):
             # The callbacks after this one decide (stop, lower the rate, keep
             # the best) by it: identically on every worker.
@@ -448,15 +450,17 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
 
 def score_test_sets(app, model, config, data_root, assets, run_dir):
     """Scores of the best model on the app's test sets (a full decode, as the
-    app does for a final score), their reports added to report.txt:
-    held-out numbers are measured once, at the end."""
+    app does for a final score), their reports added to report.txt and
+    their figures drawn as figures/test-<name>.png: held-out numbers are
+    measured once, at the end."""
     sets = app.test_sets(config)
     if not sets:
         return {}
     runs.load_weights(model, runs.model_file(run_dir))
     scores, reports = {}, []
     for name, path in sets.items():
-        scores[name] = dict(app.evaluate(model, config, data_root, assets, path=path, final=True))
+        scores[name] = runs.evaluate(app, model, config, data_root, assets, run_dir, f"test-{name}",
+                                     path=path, final=True)
         report = scores[name].pop("report", None)
         if report:
             reports.append(f"== {name}: {path}\n{report.rstrip()}\n")

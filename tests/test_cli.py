@@ -126,11 +126,13 @@ def test_evaluate_and_predict(capsys, toy_app, cli_run, tmp_path):
     _, run_dir = cli_run
     code, out, _ = run(capsys, "evaluate", run_dir)
     assert code == 0 and "accuracy:" in out
+    assert (run_dir / "figures" / "evaluate-dev.png").is_file()
 
     data = tmp_path / "in.jsonl"
     data.write_text('{"values": [1.0, 2.0], "label": 1}\n{"values": [-3.0, -1.0], "label": 0}\n')
     code, out, _ = run(capsys, "evaluate", run_dir, "--data", data)
     assert code == 0 and "on 2 sequences" in out
+    assert (run_dir / "figures" / "evaluate-in.png").is_file()
     code, _, err = run(capsys, "evaluate", run_dir, "--data", tmp_path / "nope.jsonl")
     assert code == 2 and "no such file or directory" in error_line(err)
 

@@ -144,6 +144,7 @@ def test_two_workers_train_as_one_process_and_resume_from_the_chiefs_checkpoint(
     results = run_cluster(tmp_path, lambda index: args)
     assert_both_succeeded(results)
     assert_only_the_chief_wrote(run, results, epochs=2)
+    assert sorted(os.listdir(run / "figures")) == ["dev-epoch-001.png", "dev-epoch-002.png"]
     assert_same_weights(results[0].weights, results[1].weights)
     assert_same_weights(last_checkpoint_weights(run), results[0].weights)
 

@@ -248,6 +248,7 @@ def test_evaluate_with_a_beam(trained, capsys):
                  "decode.beam_width=4"]) == 0
     out = capsys.readouterr().out
     assert "PER" in out and "beam 4" in out and "substitutions" in out
+    assert (run / "figures" / "evaluate-dev.png").is_file()
 
 
 def test_export_serves_like_predict_in_a_fresh_process(trained, capsys):
@@ -273,6 +274,31 @@ def test_export_serves_like_predict_in_a_fresh_process(trained, capsys):
     for wave, expected in zip(waves[:4], served.numpy()[:4]):
         alone = serve(waveform=tf.constant(wave[None]), lengths=tf.constant([len(wave)], tf.int32))
         assert alone["phonemes"].numpy()[0] == expected
+
+
+def test_evaluate_draws_spectrograms_and_posteriors_of_three_utterances(trained, tmp_path):
+    from matplotlib.image import imread
+
+    from lstm_core.runs import load_run
+
+    root, run = trained
+    # training drew every epoch's dev pass
+    assert sorted(p.name for p in (run / "figures").glob("dev-*")) == [
+        "dev-epoch-001.png", "dev-epoch-002.png"]
+    app, config, assets, model = load_run(run, root)
+    # one utterance: a block of one spectrogram and its posteriors
+    manifest = tmp_path / "one.tsv"
+    manifest.write_text(f"path\tphonemes\n{root / 'audio' / 'u0.wav'}\ta\n", encoding="utf-8")
+    figure = tmp_path / "one.png"
+    app.evaluate(model, config, root, assets, path=manifest, figure=figure)
+    one = imread(figure).shape
+    # the dev set's four: the first three drawn, one block each
+    figure = tmp_path / "dev.png"
+    scores = app.evaluate(model, config, root, assets, final=True, figure=figure)
+    assert "per" in scores
+    assert figure.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    three = imread(figure).shape
+    assert one[1] == three[1] == 880 and abs(three[0] - 3 * one[0]) <= 2 and one[0] > 250
 
 
 def test_predict_reads_a_file_and_a_folder(trained, capsys):

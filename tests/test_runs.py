@@ -67,3 +67,35 @@ def test_a_run_without_a_model_says_so(tmp_path):
         runs.model_file(tmp_path)
     with pytest.raises(UserError, match="is not a run directory"):
         runs.load_run(tmp_path)
+
+
+class Drawing:
+    """An app whose evaluate draws ``text`` as its figure (or nothing for
+    None), then fails when ``fail`` is set, as a killed process would."""
+
+    def __init__(self, text, fail=False):
+        self.text, self.fail = text, fail
+
+    def evaluate(self, model, config, data_root, assets, path=None, final=False, figure=None):
+        if self.text is not None:
+            figure.write_text(self.text)
+        if self.fail:
+            raise KeyboardInterrupt
+        return {"score": 1.0, "final": final, "path": path}
+
+
+def test_an_evaluation_figure_is_written_whole_or_not_at_all(tmp_path):
+    scores = runs.evaluate(Drawing("old"), None, {}, None, None, tmp_path, "dev-epoch-001",
+                           path="x", final=True)
+    assert scores == {"score": 1.0, "final": True, "path": "x"}
+    figure = tmp_path / "figures" / "dev-epoch-001.png"
+    assert figure.read_text() == "old"
+    with pytest.raises(KeyboardInterrupt):
+        runs.evaluate(Drawing("half", fail=True), None, {}, None, None, tmp_path, "dev-epoch-001")
+    assert figure.read_text() == "old"
+    assert sorted(os.listdir(tmp_path)) == ["figures"]  # no temporary left behind
+    # an app that draws nothing leaves no figure, nor a figures folder
+    other = tmp_path / "other"
+    other.mkdir()
+    runs.evaluate(Drawing(None), None, {}, None, None, other, "test-test")
+    assert not list(other.iterdir())

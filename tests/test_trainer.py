@@ -9,6 +9,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from types import SimpleNamespace
 
 import keras
 import numpy as np
@@ -28,6 +29,14 @@ def records(run):
     return [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
 
 
+def is_png(path, size):
+    """Whether ``path`` is a whole PNG image of ``size`` (width, height) pixels."""
+    from matplotlib.image import imread
+
+    height, width = imread(path).shape[:2]
+    return path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and (width, height) == size
+
+
 def checkpoint_names(run):
     return [p.name for p in runs.checkpoints(run)]
 
@@ -41,6 +50,11 @@ def test_a_run_writes_its_directory(trained_run, toy_app, tmp_path, capsys):
     for name in ("recipe.yaml", "assets.json", "best.keras", "report.txt", "result.json",
                  "plots/loss.png", "plots/dev_accuracy.png"):
         assert (run / name).is_file(), name
+    # each epoch's dev pass drew the toy's figure: a bar per dev sequence
+    drawn = sorted(p.name for p in (run / "figures").glob("dev-epoch-*"))
+    assert drawn == ["dev-epoch-001.png", "dev-epoch-002.png"]
+    for name in drawn:
+        assert is_png(run / "figures" / name, size=(300, 200))
     assert any((run / "logs").rglob("events.out.tfevents*"))
     assert checkpoint_names(run) == ["ckpt-0001-0000000", "ckpt-0002-0000000"]
     assert not list(run.rglob(".tmp-*"))
@@ -196,6 +210,27 @@ def test_early_stopping_plateau_and_test_sets(tmp_path, toy_app):
     # the app's test sets are scored once, at the end, with the best model
     assert set(result["test"]["test"]) == {"accuracy"}
     assert "== test: " in (tmp_path / "run" / "report.txt").read_text()
+    assert sorted(os.listdir(tmp_path / "run" / "figures")) == [
+        "dev-epoch-001.png", "dev-epoch-002.png", "dev-epoch-003.png", "test-test.png"]
+
+
+def test_only_the_chief_scores_dev_and_draws(tmp_path, toy_app):
+    class Refusing(ToyApp):
+        def evaluate(self, *args, **kwargs):
+            raise AssertionError("a worker that is not the chief evaluated")
+
+    app, config, root = toy_config(tmp_path)
+    worker = SimpleNamespace(extended=SimpleNamespace(should_checkpoint=False))  # not the chief
+    run = tmp_path / "worker"
+    run.mkdir()
+    assert trainer.DevMonitor(Refusing(), config, root, None, run, None, worker).score(0) == {}
+    assert not list(run.iterdir())
+    chief = SimpleNamespace(extended=SimpleNamespace(should_checkpoint=True))
+    model = app.build_model(config, {"labels": ["negative", "positive"]})
+    monitor = trainer.DevMonitor(app, config, root, None, run, None, chief)
+    monitor.set_model(model)
+    assert set(monitor.score(4)) == {"accuracy", "report"}
+    assert os.listdir(run) == ["figures"] and os.listdir(run / "figures") == ["dev-epoch-005.png"]
 
 
 def train_config(tmp_path, *overrides):

@@ -54,6 +54,15 @@ class ToyServing(tf.Module):
                 "labels": tf.gather(labels, tf.argmax(probabilities, -1))}
 
 
+def draw(probabilities, path):
+    """A bar per sequence: its probability of being positive."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(3, 2))
+    figure.subplots().bar(range(len(probabilities)), probabilities)
+    figure.savefig(path)
+
+
 class ToyApp(App):
     name = "toy"
     metric = "accuracy"
@@ -107,14 +116,17 @@ class ToyApp(App):
         rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
         return [np.asarray(r["values"], "float32") for r in rows], [r.get("label") for r in rows]
 
-    def evaluate(self, model, config, data_root, assets, path=None, final=False):
+    def evaluate(self, model, config, data_root, assets, path=None, final=False, figure=None):
         if path is None:
             xs, ys = sequences(config["train"]["seed"] + 1000, config["data"]["dev_size"],
                                config["data"]["max_length"])
         else:
             xs, ys = self.read(path)
-        predicted = np.asarray(model(pad(xs), training=False))[:, 1] > config["decode"]["threshold"]
+        probabilities = np.asarray(model(pad(xs), training=False))[:, 1]
+        predicted = probabilities > config["decode"]["threshold"]
         accuracy = float(np.mean(predicted == np.asarray(ys)))
+        if figure is not None:
+            draw(probabilities, figure)
         return {"accuracy": accuracy, "report": f"accuracy {accuracy:.3f} on {len(xs)} sequences"}
 
     def test_sets(self, config):
@@ -151,8 +163,8 @@ class ScriptedToyApp(ToyApp):
     def __init__(self):
         self.epochs_scored = 0
 
-    def evaluate(self, model, config, data_root, assets, path=None, final=False):
-        scores = super().evaluate(model, config, data_root, assets, path, final)
+    def evaluate(self, model, config, data_root, assets, path=None, final=False, figure=None):
+        scores = super().evaluate(model, config, data_root, assets, path, final, figure)
         if final:
             return {**scores, "error": 1 - scores["accuracy"]}
         self.epochs_scored += 1

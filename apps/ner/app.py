@@ -164,7 +164,7 @@ class NERApp(App):
 
     # -- use ------------------------------------------------------------------
 
-    def evaluate(self, model, config, data_root, assets, path=None, final=False):
+    def evaluate(self, model, config, data_root, assets, path=None, final=False, figure=None):
         sentences = self.sentences(config, "dev", path)
         predicted = self.serving(model, assets).tag([s.tokens for s in sentences])
         gold = [conll.convert_tags(s.tags, config["data"]["scheme"], "bio") for s in sentences]

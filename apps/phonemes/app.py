@@ -333,7 +333,7 @@ class PhonemeApp(App):
 
     # -- use ------------------------------------------------------------------
 
-    def evaluate(self, model, config, data_root, assets, path=None, final=False):
+    def evaluate(self, model, config, data_root, assets, path=None, final=False, figure=None):
         from lstm_core.edit_distance import error_rate
 
         self._check_rate(config, assets)
@@ -350,6 +350,11 @@ class PhonemeApp(App):
                                       for side in (references, hypotheses))
         rate = error_rate(references, hypotheses)
         decoding = f"beam {beam}" if beam > 1 else "greedy"
+        if figure is not None:
+            from apps.phonemes.plots import draw_utterances
+
+            draw_utterances(figure, model, assets["phones"], [u.path.name for u in kept],
+                            waveforms, references, hypotheses, decoding)
         report = (f"PER {rate.rate:.2f}% on {len(kept)} utterances ({decoding}): "
                   f"{rate.substitutions} substitutions, {rate.deletions} deletions, "
                   f"{rate.insertions} insertions in {rate.reference_length} phonemes")

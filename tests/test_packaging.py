@@ -24,7 +24,12 @@ SHIPPED = ["lstm_suite_recipes/ner/base.yaml", "lstm_suite_recipes/ner/quickstar
            "lstm_suite_recipes/phonemes/quickstart.yaml", "lstm_suite_recipes/phonemes/README.md",
            "apps/phonemes/sample/manifest.tsv", "apps/phonemes/sample/README.md",
            "apps/phonemes/sample/recordings/0_george_5.wav", "apps/phonemes/digits.dict",
-           "lstm_suite_recipes/phonemes/timit.yaml"]
+           "lstm_suite_recipes/phonemes/timit.yaml",
+           "lstm_suite_recipes/translation/quickstart.yaml",
+           "lstm_suite_recipes/translation/multi30k_en_de.yaml",
+           "lstm_suite_recipes/translation/README.md", "apps/translation/sample/train.tsv",
+           "apps/translation/sample/dev.tsv", "apps/translation/sample/demo.txt",
+           "apps/translation/sample/make_sample.py"]
 TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
 
 
@@ -85,9 +90,10 @@ def test_the_installed_wheel_lists_and_trains_bundled_recipes(tmp_path):
 
     cli = tmp_path / "venv" / "bin" / "lstm-suite"
     listed = run(cli, "recipes", cwd=work, env=env).stdout.splitlines()
-    assert [line.split()[0] for line in listed] == ["ner/base", "ner/conll2003", "ner/quickstart",
-                                                    "phonemes/base", "phonemes/fsdd",
-                                                    "phonemes/quickstart"]
+    assert [line.split()[0] for line in listed] == [
+        "ner/base", "ner/conll2003", "ner/quickstart", "phonemes/base", "phonemes/fsdd",
+        "phonemes/quickstart", "phonemes/spoken_digit", "phonemes/timit", "translation/base",
+        "translation/multi30k_de_en", "translation/multi30k_en_de", "translation/quickstart"]
 
     trained = run(cli, "train", "ner/quickstart", "--set", "train.epochs=1", "--set",
                   "train.max_steps_per_epoch=2", "--run-dir", "run", "--quiet", cwd=work, env=env)

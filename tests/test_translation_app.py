@@ -129,6 +129,12 @@ def test_long_and_empty_training_pairs_are_left_out_and_counted(trained, tmp_pat
            f"{limits[0]} source or {limits[1]} target subwords" in capsys.readouterr().err
     kept = sum(int(y.shape[0]) for _, y in dataset)
     assert kept == 40 - long and dataset.cardinality() == len(list(dataset))
+    # a budget of subwords per batch: rows x padded length within it
+    budgeted = app.dataset("train", {**config, "data": {**data, "batch_tokens": 60}}, assets,
+                           shuffle=False)
+    shapes = [(y.shape[0], max(x["source"].shape[1], y.shape[1])) for x, y in budgeted]
+    assert sum(rows for rows, _ in shapes) == kept
+    assert all(rows * length <= 60 or rows == 1 for rows, length in shapes)
 
 
 # -- the export contract -----------------------------------------------------------

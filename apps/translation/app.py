@@ -184,12 +184,11 @@ class TranslationApp(App):
             return corpora.read_tsv(path)
         source, target = data["source_language"], data["target_language"]
         if source and target:
-            for suffix in (f".{source}", f".{source}.gz"):
-                if Path(path).name.endswith(suffix):
-                    other = Path(path).with_name(Path(path).name[:-len(suffix)]
-                                                 + suffix.replace(source, target))
-                    if other.is_file():
-                        return corpora.read_parallel(path, other)
+            for ending in ("", ".gz"):
+                stem = Path(path).name.removesuffix(f".{source}{ending}")
+                other = Path(path).with_name(f"{stem}.{target}{ending}")
+                if stem != Path(path).name and other.is_file():
+                    return corpora.read_parallel(path, other)
         raise UserError(f"{path}: give a TSV of source<TAB>target lines (.tsv or .tsv.gz), or a "
                         f"file X.<source language>[.gz] next to its X.<target language>[.gz] "
                         f"(data.source_language, data.target_language: {source}, {target})")

@@ -29,7 +29,8 @@ bench: install
 
 # Train every app's quickstart on its bundled sample (resumes or reports if
 # done), export it as a SavedModel, and use it: the NER quickstart tags a few
-# plain-text sentences, the phonemes quickstart transcribes a spoken digit.
+# plain-text sentences, the phonemes quickstart transcribes a spoken digit,
+# the translation quickstart translates a few English sentences into Tokipo.
 demo: install
 	$(BIN)/lstm-suite train recipes/ner/quickstart.yaml
 	test -d runs/quickstart-export || $(BIN)/lstm-suite export runs/quickstart runs/quickstart-export
@@ -37,6 +38,9 @@ demo: install
 	$(BIN)/lstm-suite train recipes/phonemes/quickstart.yaml --run-dir runs/phonemes-quickstart
 	test -d runs/phonemes-quickstart-export || $(BIN)/lstm-suite export runs/phonemes-quickstart runs/phonemes-quickstart-export
 	$(BIN)/lstm-suite predict runs/phonemes-quickstart apps/phonemes/sample/recordings/7_lucas_0.wav
+	$(BIN)/lstm-suite train recipes/translation/quickstart.yaml --run-dir runs/translation-quickstart
+	test -d runs/translation-quickstart-export || $(BIN)/lstm-suite export runs/translation-quickstart runs/translation-quickstart-export
+	$(BIN)/lstm-suite predict runs/translation-quickstart apps/translation/sample/demo.txt
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache

@@ -44,7 +44,7 @@ class App:
     decode_schema: dict = {}
     #: Name of the dev metric that picks the best checkpoint, and whether
     #: higher (``"max"``) or lower (``"min"``: error rates, losses) is better.
-    #: Without a metric the dev loss picks it.
+    #: Without a metric the dev loss picks it (see also :meth:`dev_metric`).
     metric: str = ""
     metric_mode: str = "max"
     #: Modules a serving process imports before loading the export, because
@@ -58,6 +58,14 @@ class App:
         if cls.metric_mode not in METRIC_MODES:
             raise TypeError(f"{cls.__name__}.metric_mode must be one of {', '.join(METRIC_MODES)}, "
                             f"got {cls.metric_mode!r}")
+
+    def dev_metric(self, config: dict) -> str:
+        """The dev metric that picks the best checkpoint of a run of
+        ``config``: :attr:`metric`, unless the app lets a recipe choose ""
+        instead, to score dev by its loss (no decoding: cheaper for an app
+        whose metric needs a search, such as translation's BLEU). The
+        recipe key that chooses is the app's."""
+        return self.metric
 
     def build_assets(self, config: dict, data_root, folder) -> dict:
         """The JSON assets of a new run; files the app needs (a subword

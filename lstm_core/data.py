@@ -183,10 +183,21 @@ def make_dataset(examples, *, batch_size, length, shuffle, seed=None, bucket_bou
     dataset = _bucket_batches(dataset, length_fn, bucket_boundaries,
                               [batch_size] * (len(bucket_boundaries) + 1),
                               padding_values=padding_values, drop_remainder=drop_remainder)
-    per_bucket = np.bincount(np.searchsorted(bucket_boundaries, lengths, side="right"))
-    batches = per_bucket // batch_size if drop_remainder else -(-per_bucket // batch_size)
-    dataset = dataset.apply(tf.data.experimental.assert_cardinality(int(batches.sum())))
+    batches = _batches_per_epoch(lengths, bucket_boundaries,
+                                 [batch_size] * (len(bucket_boundaries) + 1), drop_remainder)
+    dataset = dataset.apply(tf.data.experimental.assert_cardinality(batches))
     return dataset.prefetch(AUTOTUNE) if prefetch else dataset
+
+
+def _batches_per_epoch(lengths, boundaries, batch_sizes, drop_remainder):
+    """Batches an epoch of elements of ``lengths`` makes when bucket ``i``
+    batches by ``batch_sizes[i]``: fixed by the lengths alone, as each
+    bucket batches its own elements."""
+    buckets = np.searchsorted(boundaries, np.asarray(lengths, np.int64), side="right")
+    per_bucket = np.bincount(buckets, minlength=len(batch_sizes))
+    sizes = np.asarray(batch_sizes)
+    batches = per_bucket // sizes if drop_remainder else -(-per_bucket // sizes)
+    return int(batches.sum())
 
 
 def bucketed_batches(dataset, lengths, batch_size, *, shuffle, seed, length_fn, num_buckets=8):
@@ -296,7 +307,7 @@ def _shard(dataset, shard):
 def stream_batches(dataset, *, length, bucket_boundaries=(), max_length=None, batch_size=None,
                    batch_tokens=None, shuffle_buffer=0, seed=None, pad_to_bucket_boundary=False,
                    padding_values=None, drop_remainder=False, dropped=None, shard=None,
-                   prefetch=True):
+                   lengths=None, prefetch=True):
     """Batches of similar length from a stream too large for memory.
 
     The pipeline is: ``shard`` → drop elements longer than ``max_length``
@@ -358,6 +369,12 @@ def stream_batches(dataset, *, length, bucket_boundaries=(), max_length=None, ba
         of files; needs at least as many files as workers), else DATA (every
         worker reads and filters the whole stream and keeps its share of the
         batches; ``dropped`` then counts the whole stream on each worker).
+      lengths: the lengths of the stream's elements in order, when they are
+        known (data held in memory, an index of durations): the number of
+        batches an epoch makes is then asserted on the dataset, so Keras
+        shows a real progress bar from the first epoch and does not warn at
+        each epoch's end that the input ran out. ``shard`` and
+        ``max_length`` are applied to them as to the stream.
       prefetch: end with ``prefetch(AUTOTUNE)``; False when the caller maps
         more (featurizing) and prefetches at the end of its own pipeline.
     """
@@ -384,6 +401,14 @@ def stream_batches(dataset, *, length, bucket_boundaries=(), max_length=None, ba
     dataset = _bucket_batches(dataset, length_fn, boundaries, sizes, padding_values=padding_values,
                               drop_remainder=drop_remainder,
                               longest=longest if pad_to_bucket_boundary else None)
+    if lengths is not None:
+        lengths = np.asarray(lengths, np.int64)
+        if shard is not None:
+            lengths = lengths[int(shard[1])::int(shard[0])]
+        if max_length is not None:
+            lengths = lengths[lengths <= max_length]
+        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+            _batches_per_epoch(lengths, boundaries, sizes, drop_remainder)))
     return dataset.prefetch(AUTOTUNE) if prefetch else dataset
 
 

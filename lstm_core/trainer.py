@@ -130,13 +130,15 @@ class DevMonitor(keras.callbacks.Callback):
     go into ``logs`` as ``dev_<name>`` for the callbacks after it (early
     stopping, plateau, recorder, TensorBoard, progress bar), its counts
     (integers) into :attr:`counts` for ``metrics.jsonl`` only, its figure
-    into ``figures/dev-epoch-EEE.png``. An app with no metric is scored by
-    its loss on the dev data (``dev_loss``). On a cluster the chief scores
-    (and draws), and every worker takes its metric."""
+    into ``figures/dev-epoch-EEE.png``. Without a dev metric (the app has
+    none, or its :meth:`~lstm_core.apps.App.dev_metric` for this recipe is
+    "") dev is scored by its loss (``dev_loss``). On a cluster the chief
+    scores (and draws), and every worker takes its metric."""
 
     def __init__(self, app, config, data_root, assets, run_dir, dev_data, strategy):
         super().__init__()
         self.app, self.config, self.data_root, self.assets = app, config, data_root, assets
+        self.metric = app.dev_metric(config)
         self.run_dir, self.dev_data, self.strategy = run_dir, dev_data, strategy
         self.step_offset = 0
         self.report = None
@@ -163,7 +165,7 @@ class DevMonitor(keras.callbacks.Callback):
         logs.update({f"dev_{k}": float(v) for k, v in scores.items() if isinstance(v, float)})
 
     def score(self, epoch):
-        if not self.app.metric:  # every worker takes part in a distributed evaluate
+        if not self.metric:  # every worker takes part in a distributed evaluate
             return {"loss": float(self.model.evaluate(self.dev_data, verbose=0, return_dict=True)["loss"])}
         scores = {}
         if distribute.is_chief(self.strategy):
@@ -173,8 +175,8 @@ class DevMonitor(keras.callbacks.Callback):
         if distribute.several_workers(self.strategy):
             # The callbacks after this one decide (stop, lower the rate, keep
             # the best) by it: identically on every worker.
-            scores[self.app.metric] = distribute.from_chief(
-                self.strategy, float(scores.get(self.app.metric, math.nan)))
+            scores[self.metric] = distribute.from_chief(
+                self.strategy, float(scores.get(self.metric, math.nan)))
         return scores
 
 
@@ -354,8 +356,9 @@ def make_callbacks(app, config, data_root, assets, run_dir, dev_data, state, rec
     """The dev monitor first, the stateful Keras callbacks, the recorder,
     TensorBoard, and the progress bar last (it shows what the others add)."""
     t = config["train"]
-    monitor = f"dev_{app.metric or 'loss'}"
-    mode = app.metric_mode if app.metric else "min"
+    metric = app.dev_metric(config)
+    monitor = f"dev_{metric or 'loss'}"
+    mode = app.metric_mode if metric else "min"
     dev = DevMonitor(app, config, data_root, assets, run_dir, dev_data, strategy)
     stateful = {}
     if t["early_stopping"]["patience"]:

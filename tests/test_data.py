@@ -203,6 +203,18 @@ def test_ragged_elements_are_batched(corpus):
         sum(len(lines[i]) for i in range(20))
 
 
+@pytest.mark.parametrize("kwargs", [
+    {}, {"drop_remainder": True}, {"batch_tokens": None, "batch_size": 7},
+    {"bucket_boundaries": [4, 8], "max_length": 12}, {"shard": (3, 1)}])
+def test_known_lengths_give_the_number_of_batches(corpus, kwargs):
+    path, lines = corpus
+    dataset = stream(path, lengths=[len(lines[i]) for i in range(COUNT)], **kwargs)
+    batches = epoch(dataset)
+    assert dataset.cardinality() == len(batches) > 0
+    assert len(epoch(dataset)) == len(batches)  # every epoch
+    assert len(batches) == len(epoch(stream(path, **kwargs)))  # the stream's own count
+
+
 @pytest.mark.parametrize("kwargs, message", [
     ({"batch_tokens": 64, "max_length": None}, "batch_tokens needs max_length"),
     ({"batch_size": 4}, "exactly one of batch_size"),

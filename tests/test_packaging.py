@@ -24,7 +24,12 @@ SHIPPED = ["lstm_suite_recipes/ner/base.yaml", "lstm_suite_recipes/ner/quickstar
            "lstm_suite_recipes/phonemes/quickstart.yaml", "lstm_suite_recipes/phonemes/README.md",
            "apps/phonemes/sample/manifest.tsv", "apps/phonemes/sample/README.md",
            "apps/phonemes/sample/recordings/0_george_5.wav", "apps/phonemes/digits.dict",
-           "lstm_suite_recipes/phonemes/timit.yaml"]
+           "lstm_suite_recipes/phonemes/timit.yaml",
+           "lstm_suite_recipes/translation/quickstart.yaml",
+           "lstm_suite_recipes/translation/multi30k_en_de.yaml",
+           "lstm_suite_recipes/translation/README.md", "apps/translation/sample/train.tsv",
+           "apps/translation/sample/dev.tsv", "apps/translation/sample/demo.txt",
+           "apps/translation/sample/make_sample.py"]
 TF_NOISE = ("cuInit", "port.cc", "cudart_stub.cc", "cpu_feature_guard.cc", "absl::InitializeLog")
 
 

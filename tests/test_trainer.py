@@ -388,6 +388,23 @@ def test_a_lower_is_better_metric_picks_the_lowest_and_drives_stopping_and_plate
     assert saved["best"] == 0.3 and saved["best_epoch"] == 2
 
 
+def test_a_recipe_may_have_dev_scored_by_its_loss_instead_of_the_metric(tmp_path, toy_app):
+    # App.dev_metric: the toy lets data.dev_score choose; loss needs no evaluate()
+    app, config, root = toy_config(tmp_path, "data.dev_score=loss", "train.epochs=2")
+    run = tmp_path / "run"
+    result = trainer.train(app, config, run, root, quiet=True)
+    lines = records(run)
+    assert result["monitor"] == "dev_loss" and all("dev_accuracy" not in r for r in lines)
+    losses = [r["dev_loss"] for r in lines]
+    assert result["best"]["dev_loss"] == min(losses) and result["best_epoch"] == 1 + losses.index(min(losses))
+    assert not (run / "figures").exists()  # the app's evaluate never ran
+    # the loss is the model's on the dev data: the best model evaluates to it
+    model = runs.load_run(run).model
+    model.compile(loss=app.loss(config))
+    dev = app.build_data(config, root, None)[1]
+    assert model.evaluate(dev, verbose=0) == pytest.approx(min(losses), rel=1e-5)
+
+
 def test_an_app_must_say_whether_higher_or_lower_is_better():
     with pytest.raises(TypeError, match="metric_mode must be one of max, min"):
         type("Backwards", (ScriptedToyApp,), {"metric_mode": "lower"})

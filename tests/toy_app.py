@@ -74,6 +74,8 @@ class ToyApp(App):
                                                              "on are NaN (to test NaN handling)"),
         "extra_file": Field((str, type(None)), None, data_file=True,
                             doc="a JSON-lines test set scored at the end, if given"),
+        "dev_score": Field(str, "accuracy", choices=["accuracy", "loss"],
+                           doc="what picks the best epoch: the metric, or the dev loss"),
     }
     model_schema = {"units": Field(int, 8, min=1, doc="LSTM units")}
     decode_schema = {"threshold": Field(float, 0.5, min=0, max=1,
@@ -81,6 +83,9 @@ class ToyApp(App):
     # Stands in for tensorflow_text and the like: a module the export check
     # must import (one TensorFlow itself never imports).
     serving_imports = ("wave",)
+
+    def dev_metric(self, config):
+        return "" if config["data"]["dev_score"] == "loss" else self.metric
 
     def build_assets(self, config, data_root, folder):
         (Path(folder) / "labels.txt").write_text("".join(label + "\n" for label in LABELS))

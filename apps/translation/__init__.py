@@ -1,0 +1,1 @@
+"""Translation: an attentional LSTM encoder-decoder over SentencePiece subwords."""

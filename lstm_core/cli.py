@@ -54,12 +54,15 @@ def load_config(recipe_path, overrides=(), data_dir=None):
 
 
 def command_train(args):
+    from lstm_core.runs import check_init_source
     from lstm_core.trainer import train
 
     init_from = getattr(args, "source", None)
     if init_from is not None and not Path(init_from).exists():
         raise UserError(f"--from {init_from}: no such run directory or model file")
     app, config, root, recipe = load_config(args.recipe, args.set, args.data_dir)
+    if init_from is not None:
+        check_init_source(init_from, app.name)
     default = recipe.name if init_from is None else f"{recipe.name}-finetuned"
     run_dir = Path(args.run_dir or Path("runs") / default)
     source = init_from and Path(init_from).resolve()

@@ -31,7 +31,7 @@ from typing import Any, Callable, Iterable, Sequence
 
 import yaml
 
-from lstm_core.errors import UserError
+from lstm_core.errors import UserError, not_utf8
 
 __all__ = [
     "REQUIRED", "Field", "Recipe", "RecipeError", "load_recipe", "validate", "resolve_data_files",
@@ -94,11 +94,20 @@ _Loader.add_implicit_resolver(
 )
 
 
+#: The most values a YAML document may hold once its aliases are expanded. A
+#: recipe has a few hundred; a "billion laughs" (anchors of nine aliases of
+#: the anchor before, nine deep) has billions, which every walk over the
+#: data (the key lines, validation, messages) would expand.
+MAX_YAML_VALUES = 100_000
+
+
 def _parse_yaml(text: str, where: str, with_line: bool = True):
     """``(data, {key path tuple: line})`` of a YAML document."""
     loader = _Loader(text)
     try:
         node = loader.get_single_node()
+        if node is not None:
+            _check_expansion(node, where, with_line)
         data = loader.construct_document(node) if node is not None else None
         lines: dict[tuple, int] = {}
         if node is not None:
@@ -108,9 +117,44 @@ def _parse_yaml(text: str, where: str, with_line: bool = True):
         at = f"{where}:{mark.line + 1}" if mark is not None and with_line else where
         problem = getattr(err, "problem", None) or str(err)
         raise RecipeError(f"{at}: invalid YAML: {problem}") from None
+    except RecursionError:  # PyYAML composes and constructs recursively
+        at = f"{where}:{loader.line + 1}" if with_line else where
+        raise RecipeError(f"{at}: invalid YAML: nested too deeply") from None
     finally:
         loader.dispose()
     return data, lines
+
+
+def _check_expansion(root, where, with_line):
+    """Refuse a document whose aliases expand it to more than
+    :data:`MAX_YAML_VALUES` values, or put a collection inside itself,
+    before anything expands it. Each node is counted once (an alias is the
+    node it names), so this takes time linear in the text."""
+    sizes: dict[int, int | None] = {}  # None: being counted
+
+    def size(node):
+        if id(node) in sizes:
+            if sizes[id(node)] is None:
+                raise _expansion_error(node, where, with_line,
+                                       "an alias refers to a collection it is in")
+            return sizes[id(node)]
+        sizes[id(node)] = None
+        children = node.value if isinstance(node, yaml.SequenceNode) else (
+            [part for pair in node.value for part in pair] if isinstance(node, yaml.MappingNode)
+            else [])
+        total = 1 + sum(size(child) for child in children)
+        if total > MAX_YAML_VALUES:
+            raise _expansion_error(node, where, with_line, f"its aliases expand to more than "
+                                   f"{MAX_YAML_VALUES} values (a 'billion laughs'?)")
+        sizes[id(node)] = total
+        return total
+
+    size(root)
+
+
+def _expansion_error(node, where, with_line, problem):
+    at = f"{where}:{node.start_mark.line + 1}" if with_line else where
+    return RecipeError(f"{at}: invalid YAML: {problem}")
 
 
 def _node_lines(loader, node, prefix, lines):
@@ -186,7 +230,9 @@ def _load_chain(path: Path, shown: str, referrer: str | None, chain: tuple):
     except FileNotFoundError:
         because = f" (extends at {referrer})" if referrer else ""
         raise RecipeError(f"recipe file not found: {shown}{because}") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise not_utf8(path, RecipeError) from None
+    except OSError as err:
         raise RecipeError(f"cannot read recipe {shown}: {err}") from None
     data, lines = _parse_yaml(text, shown)
     if not isinstance(data, dict):
@@ -488,7 +534,9 @@ def read_config(path) -> dict:
         text = path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise RecipeError(f"config file not found: {path}") from None
-    except (OSError, UnicodeDecodeError) as err:
+    except UnicodeDecodeError:
+        raise not_utf8(path, RecipeError) from None
+    except OSError as err:
         raise RecipeError(f"cannot read config {path}: {err}") from None
     data, _ = _parse_yaml(text, str(path))
     if not isinstance(data, dict):

@@ -40,7 +40,7 @@ from typing import NamedTuple
 
 import yaml
 
-from lstm_core.errors import UserError
+from lstm_core.errors import UserError, not_utf8
 
 KEEP_CHECKPOINTS = 2
 ASSET_FILES = "assets"
@@ -89,7 +89,12 @@ def write_json(path, value):
 
 
 def read_json(path):
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+    try:
+        return json.loads(Path(path).read_text(encoding="utf-8"))
+    except json.JSONDecodeError as error:  # written atomically: edited, or another file
+        raise UserError(f"{path}:{error.lineno}: not valid JSON ({error.msg})") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
 
 
 def write_config(config: dict, path) -> None:
@@ -209,6 +214,18 @@ def load_weights(model, path):
                         "was it trained with the same model settings?") from None
 
 
+def check_init_source(init_from, app_name):
+    """Refuse to fine-tune ``app_name`` from a run of another app (or a model
+    file in one): its weights and assets describe another kind of model."""
+    path = Path(init_from)
+    run_dir = path if path.is_dir() else path.parent
+    if (run_dir / "recipe.yaml").is_file():
+        source = recorded_app(run_dir)
+        if source != app_name:
+            raise UserError(f"--from {init_from}: a {source} run, and this recipe is for "
+                            f"{app_name}; fine-tune from a {app_name} run or model")
+
+
 def init_source(init_from) -> tuple[Path, Assets]:
     """(weights file, assets) of a run directory or a model file to fine-tune
     from; the assets make token ids match the weights."""
@@ -281,18 +298,34 @@ def load_run(run_dir, data_dir=None, overrides=()) -> Run:
     wherever the data is now. ``overrides`` (``--set`` strings) may change
     the ``decode`` section only: everything else is the trained model."""
     from lstm_core.apps import get_app
-    from lstm_core.recipes import data_root, read_config
+    from lstm_core.recipes import data_root
     from lstm_core.schema import apply_decode_overrides, recorded_config, with_data_files
 
     run_dir = Path(run_dir)
-    if not (run_dir / "recipe.yaml").is_file():
-        raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
-    app = get_app(read_config(run_dir / "recipe.yaml")["app"])
+    name = recorded_app(run_dir)
+    try:
+        app = get_app(name)
+    except UserError as error:  # an app not installed here
+        raise UserError(f"{run_dir / 'recipe.yaml'}: {error}") from None
     config = recorded_config(app, run_dir / "recipe.yaml")
     config = apply_decode_overrides(app, config, overrides)
     config = with_data_files(app, config, data_root(data_dir))
     assets = load_assets(run_dir)
+    weights = model_file(run_dir)  # before building: a run without weights is told so
     with precision_policy(config["train"]["mixed_precision"]):
         model = app.build_model(config, assets)
-    load_weights(model, model_file(run_dir))
+    load_weights(model, weights)
     return Run(app, config, assets, model)
+
+
+def recorded_app(run_dir) -> str:
+    """The name of the app whose run ``run_dir`` is, as its recipe.yaml says."""
+    from lstm_core.recipes import read_config
+
+    recipe = Path(run_dir) / "recipe.yaml"
+    if not recipe.is_file():
+        raise UserError(f"{run_dir} is not a run directory (no recipe.yaml)")
+    name = read_config(recipe).get("app")
+    if not isinstance(name, str) or not name:
+        raise UserError(f"{recipe}: no app key naming the application, as a run's recipe has")
+    return name

@@ -172,7 +172,7 @@ def test_read_lines_of_plain_text(tmp_path):
     path.write_bytes("\ufeffOne\u2028two\r\n\nthree\n".encode("utf-8"))
     assert data.read_lines(path) == ["One\u2028two", "", "three"]
     path.write_bytes("caf\xe9\n".encode("latin-1"))
-    with pytest.raises(UserError, match=r"in.txt: not UTF-8 text \(invalid continuation byte"):
+    with pytest.raises(UserError, match=r"in.txt:1: not UTF-8 text \(invalid continuation byte"):
         data.read_lines(path)
 
 

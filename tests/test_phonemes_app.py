@@ -128,6 +128,28 @@ def test_manifest_errors_name_the_file(tmp_path):
         audio_data.select(rows, manifest, split="train")
 
 
+def test_manifest_rows_under_the_data_root_stay_under_it(tmp_path):
+    root, elsewhere = tmp_path / "data", tmp_path / "corpus"
+    (root / "lists").mkdir(parents=True)
+    elsewhere.mkdir()
+    (root / "linked").symlink_to(elsewhere)  # a corpus stored elsewhere, linked in: inside
+    inside = root / "lists" / "m.tsv"
+    inside.write_text(f"path\tphonemes\n../audio/1.wav\ta\n../linked/2.wav\ta\n"
+                      f"{elsewhere}/3.wav\ta\n")
+    rows = audio_data.read_manifest(inside, root)
+    assert [row.path for row in rows] == [root / "lists/../audio/1.wav",
+                                          root / "lists/../linked/2.wav", elsewhere / "3.wav"]
+    escaping = root / "lists" / "out.tsv"
+    escaping.write_text("path\tphonemes\n../audio/1.wav\ta\n../../corpus/3.wav\ta\n")
+    with pytest.raises(UserError, match=r"out\.tsv:3: \.\./\.\./corpus/3\.wav is outside the "
+                                        r"data root .*data; name audio outside it by an absolute"):
+        audio_data.read_manifest(escaping, root)
+    assert len(audio_data.read_manifest(escaping)) == 2  # no data root: predict's inputs
+    outside = elsewhere / "m.tsv"  # named by an absolute recipe path or --data: not bounded
+    outside.write_text("path\tphonemes\n../data/audio/1.wav\ta\n")
+    assert len(audio_data.read_manifest(outside, root)) == 1
+
+
 def test_bad_audio_is_named_and_fails_or_is_skipped_and_counted(tmp_path):
     soundfile.write(tmp_path / "good.wav", tone_sequence("a", 0), RATE)
     (tmp_path / "corrupt.wav").write_bytes(b"RIFF\x00\x00garbage, not a wave file")

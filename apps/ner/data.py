@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from lstm_core.crf import SCHEME_PREFIXES
-from lstm_core.errors import UserError
+from lstm_core.errors import UserError, not_utf8
 
 SCHEMES = ("iob1", "bio", "iobes")
 _ALIASES = {"iob2": "bio"}
@@ -78,8 +78,8 @@ def read_conll(path, tag_column: int = -1) -> list[Sentence]:
                                     f"{line.strip()!r}")
                 tokens.append(fields[0])
                 tags.append(tag)
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     if tokens:  # no blank line at the end of the file
         sentences.append(Sentence(tokens, tags))
     return sentences
@@ -90,8 +90,8 @@ def read_lines(path) -> list[str]:
     lines, so Unicode line separators stay inside a sentence)."""
     try:
         text = Path(path).read_text(encoding="utf-8-sig")
-    except UnicodeDecodeError as error:
-        raise UserError(f"{path}: not UTF-8 text ({error.reason} at byte {error.start})") from None
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     lines = [line.removesuffix("\r") for line in text.split("\n")]
     return lines[:-1] if lines[-1] == "" else lines
 

@@ -145,20 +145,21 @@ class PhonemeApp(App):
 
     # -- data -----------------------------------------------------------------
 
-    def utterances(self, config, split, path=None):
+    def utterances(self, config, split, path=None, data_root=None):
         """The utterances of ``split`` (train/dev) from the recipe's data
         source, or all those of the manifest ``path``, with phonemes (word
-        transcripts transcribed through ``data.lexicon``)."""
+        transcripts transcribed through ``data.lexicon``). A manifest under
+        ``data_root`` must keep its rows under it (see ``read_manifest``)."""
         data = config["data"]
-        key = (json.dumps(data, sort_keys=True, default=str), split, str(path))
+        key = (json.dumps(data, sort_keys=True, default=str), split, str(path), str(data_root))
         if key not in self._utterances:
             what = str(path) if path is not None else f"{split} data"
             lexicon_path = data["lexicon"] or (tfds_source.DIGITS_LEXICON if data["tfds"] else None)
             lexicon = None if lexicon_path is None else self._once(
                 lexicons.read_lexicon, str(lexicon_path), data["strip_stress"])
             read, report = audio_data.with_phonemes(
-                self._source_utterances(data, split, path), lexicon, data["missing_words"],
-                str(lexicon_path))
+                self._source_utterances(data, split, path, data_root), lexicon,
+                data["missing_words"], str(lexicon_path))
             if report:
                 print(f"{what}: {report}", file=sys.stderr)
             if not read:
@@ -166,10 +167,10 @@ class PhonemeApp(App):
             self._utterances[key] = read
         return self._utterances[key]
 
-    def _source_utterances(self, data, split, path):
+    def _source_utterances(self, data, split, path, data_root):
         """What the one source the recipe names gives for ``split``."""
         if path is not None:
-            return audio_data.read_manifest(path)
+            return audio_data.read_manifest(path, data_root)
         named = [key for key in SOURCES if data[key] is not None]
         if len(named) != 1:
             raise UserError(f"set exactly one of data.{', data.'.join(SOURCES)}"
@@ -181,13 +182,13 @@ class PhonemeApp(App):
             everything = self._once(tfds_source.read, data["tfds"], data["tfds_data_dir"])
             return tfds_source.split(everything, split, data["tfds"], data["dev_speakers"],
                                      data["tfds_dev_percent"])
-        return self._manifest_utterances(data, split)
+        return self._manifest_utterances(data, split, data_root)
 
     @staticmethod
-    def _manifest_utterances(data, split):
+    def _manifest_utterances(data, split, data_root):
         train = data["train_manifest"]
         manifest = data["dev_manifest"] or train if split == "dev" else train
-        rows = audio_data.read_manifest(manifest)
+        rows = audio_data.read_manifest(manifest, data_root)
         speakers = set(data["dev_speakers"])
         if split == "dev":
             chosen = audio_data.select(rows, manifest, data["dev_split"], speakers)
@@ -233,23 +234,25 @@ class PhonemeApp(App):
         return self._audio[key]
 
     def build_assets(self, config, data_root, folder):
-        phones = sorted({p for u in self.utterances(config, "train") for p in u.phonemes})
+        phones = sorted({p for u in self.utterances(config, "train", data_root=data_root)
+                         for p in u.phonemes})
         if not phones:
             raise UserError("the training transcriptions have no phonemes")
         assets = {"phones": phones, "sample_rate": config["data"]["sample_rate"]}
         if config["model"]["normalize"] == "global":
-            assets["feature_statistics"] = self.feature_statistics(config)
+            assets["feature_statistics"] = self.feature_statistics(config, data_root)
         return assets
 
     def build_data(self, config, data_root, assets):
-        return (self.dataset("train", config, assets, shuffle=True),
-                self.dataset("dev", config, assets, shuffle=False))
+        return (self.dataset("train", config, assets, shuffle=True, data_root=data_root),
+                self.dataset("dev", config, assets, shuffle=False, data_root=data_root))
 
-    def dataset(self, split, config, assets, shuffle):
+    def dataset(self, split, config, assets, shuffle, data_root=None):
         from lstm_core.data import make_dataset
 
         self._check_rate(config, assets)
-        waveforms, kept, _ = self.audio(config, self.utterances(config, split), f"{split} data")
+        waveforms, kept, _ = self.audio(config, self.utterances(config, split, data_root=data_root),
+                                        f"{split} data")
         if not kept:
             raise UserError(f"{split} data: every audio file was bad")
         ids = {phone: index for index, phone in enumerate(assets["phones"], start=1)}
@@ -304,13 +307,14 @@ class PhonemeApp(App):
         recognizer({"waveform": tf.zeros([1, 800]), "lengths": tf.constant([800])})  # build
         return recognizer
 
-    def feature_statistics(self, config):
+    def feature_statistics(self, config, data_root=None):
         """Mean and standard deviation of each feature the model computes
         (``model.features``), over every frame of the training audio: the
         assets of ``model.normalize: global``."""
         from lstm_core.audio import AudioFeatures, feature_statistics
 
-        waveforms, _, _ = self.audio(config, self.utterances(config, "train"), "train data")
+        waveforms, _, _ = self.audio(config, self.utterances(config, "train", data_root=data_root),
+                                     "train data")
         if not waveforms:
             raise UserError("train data: every audio file was bad")
         layer = AudioFeatures(**feature_settings(config["model"], config["data"]["sample_rate"]))
@@ -332,7 +336,8 @@ class PhonemeApp(App):
 
         self._check_rate(config, assets)
         what = str(path) if path is not None else "dev data"
-        waveforms, kept, skipped = self.audio(config, self.utterances(config, "dev", path), what)
+        utterances = self.utterances(config, "dev", path, data_root)
+        waveforms, kept, skipped = self.audio(config, utterances, what)
         if not kept:
             raise UserError(f"{what}: every audio file was bad")
         beam = config["decode"]["beam_width"] if final else 1

@@ -2,13 +2,14 @@
 transcripts through a lexicon, the train/dev selection and phone maps."""
 
 import csv
+import os
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
 
 from apps.phonemes.lexicon import transcribe_all
-from lstm_core.errors import UserError
+from lstm_core.errors import UserError, not_utf8
 
 AUDIO_SUFFIXES = (".wav", ".flac", ".ogg", ".mp3", ".sph", ".aiff", ".aif")
 BAD_AUDIO = ("skip", "fail")
@@ -36,13 +37,19 @@ class Skipped:
         return len(self.reasons)
 
 
-def read_manifest(path):
+def read_manifest(path, data_root=None):
     """Utterances of a TSV (or ``.csv``) manifest with a header: ``path``
     (relative to the manifest's folder, or absolute), ``phonemes``
     (space-separated symbols) and/or ``text`` (words, for a lexicon to
     transcribe where ``phonemes`` is empty), and optional ``split`` and
     ``speaker``. A TSV has no quoting (a ``"`` is text, as in LJSpeech's
-    sentences); a CSV has the csv module's standard quoting."""
+    sentences); a CSV has the csv module's standard quoting.
+
+    A manifest under ``data_root`` must not lead out of it with a relative
+    path (``../x.wav``): the data root moves as one tree (a run finds its
+    data under a new root), and a path out of it would then name another
+    file or none. Audio elsewhere is named by an absolute path, as a recipe
+    names data outside the root."""
     path = Path(path)
     if not path.is_file():
         raise UserError(f"manifest not found: {path}")
@@ -50,23 +57,50 @@ def read_manifest(path):
     with open(path, encoding="utf-8", newline="") as f:
         reader = csv.DictReader(f, delimiter="," if csv_file else "\t",
                                 quoting=csv.QUOTE_MINIMAL if csv_file else csv.QUOTE_NONE)
-        columns = reader.fieldnames or []
-        missing = ([] if "path" in columns else ["path"]) + (
-            [] if {"phonemes", "text"} & set(columns) else ["phonemes or text"])
-        if missing:
-            raise UserError(f"{path}: no {' or '.join(missing)} column in the header "
-                            f"(found: {', '.join(columns) or 'nothing'})")
-        utterances = []
-        for number, row in enumerate(reader, 2):
-            if not (row.get("path") or "").strip():
-                raise UserError(f"{path}:{number}: empty path")
-            utterances.append(Utterance(
-                path=path.parent / row["path"].strip(),
-                phonemes=(row.get("phonemes") or "").split(),
-                split=(row.get("split") or "").strip() or None,
-                speaker=(row.get("speaker") or "").strip() or None,
-                text=row.get("text"),
-                origin=f"{path}:{number}"))
+        try:
+            return _utterances(reader, path, data_root if _within(path, data_root) else None)
+        except UnicodeDecodeError:
+            raise not_utf8(path) from None
+        except csv.Error as error:  # a field past the csv module's limit, say
+            raise UserError(f"{path}:{reader.reader.line_num}: {error}") from None
+
+
+def _within(path, folder):
+    """Whether ``path`` is ``folder`` or under it, by their names (a data
+    root may hold symbolic links to corpora stored elsewhere)."""
+    if folder is None:
+        return False
+    path, folder = (Path(os.path.normpath(os.path.abspath(p))) for p in (path, folder))
+    return path.is_relative_to(folder)
+
+
+def _utterances(reader, path, data_root):
+    """The rows of a manifest's ``csv.DictReader`` as utterances."""
+    columns = reader.fieldnames or []
+    missing = ([] if "path" in columns else ["path"]) + (
+        [] if {"phonemes", "text"} & set(columns) else ["phonemes or text"])
+    if missing:
+        raise UserError(f"{path}: no {' or '.join(missing)} column in the header "
+                        f"(found: {', '.join(columns) or 'nothing'})")
+    utterances = []
+    for number, row in enumerate(reader, 2):
+        name = (row.get("path") or "").strip()
+        if not name:
+            raise UserError(f"{path}:{number}: empty path")
+        if any("\n" in value for value in row.values() if isinstance(value, str)):
+            raise UserError(f"{path}:{number}: a field runs over several lines (a quote that "
+                            f"is never closed?)")
+        if data_root is not None and not (Path(name).is_absolute()
+                                          or _within(path.parent / name, data_root)):
+            raise UserError(f"{path}:{number}: {name} is outside the data root {data_root}; "
+                            f"name audio outside it by an absolute path")
+        utterances.append(Utterance(
+            path=path.parent / name,
+            phonemes=(row.get("phonemes") or "").split(),
+            split=(row.get("split") or "").strip() or None,
+            speaker=(row.get("speaker") or "").strip() or None,
+            text=row.get("text"),
+            origin=f"{path}:{number}"))
     return utterances
 
 
@@ -154,6 +188,8 @@ def load_audio(path, sample_rate):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"audio file not found: {path}")
+    if path.stat().st_size == 0:  # libsndfile would call it a format it does not know
+        raise UserError(f"{path}: empty file, no audio")
     _check_wav_length(path)
     _check_sphere(path)
     try:
@@ -181,6 +217,8 @@ def _checked(samples, rate, sample_rate, where):
 def utterance_audio(utterance, sample_rate):
     """The samples of ``utterance`` at ``sample_rate``: those it holds, or its file's."""
     if utterance.samples is None:
+        if utterance.origin and not utterance.path.is_file():  # name the row to fix
+            raise UserError(f"{utterance.origin}: audio file not found: {utterance.path}")
         return load_audio(utterance.path, sample_rate)
     return _checked(np.asarray(utterance.samples, "float32"), utterance.rate, sample_rate,
                     utterance.origin or utterance.path)
@@ -237,8 +275,12 @@ def read_phone_map(path):
     path = Path(path)
     if not path.is_file():
         raise UserError(f"phone map not found: {path}")
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError:
+        raise not_utf8(path) from None
     mapping = {}
-    for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), 1):
+    for number, line in enumerate(text.splitlines(), 1):
         if not line.strip() or line.lstrip().startswith("#"):
             continue
         fields = [f.strip() for f in line.split("\t")]

@@ -16,7 +16,8 @@ it: users point the recipe at a lexicon file of their own.
 
 Encoding: a file is read as UTF-8 (a BOM is tolerated); if it is not valid
 UTF-8 it is read as latin-1, which is what ``cmudict-0.7b`` uses for its few
-non-ASCII bytes. latin-1 decodes any byte, so no file fails on encoding.
+non-ASCII bytes. latin-1 decodes any byte, so no text file fails on
+encoding; a file with NUL bytes (UTF-16, or not text) is refused.
 """
 
 import re
@@ -38,6 +39,8 @@ _APOSTROPHES = str.maketrans({"\u2019": "'", "\u2018": "'", "\u02bc": "'"})
 
 def _decode(path: Path) -> str:
     data = path.read_bytes()
+    if b"\x00" in data:  # latin-1 would read it, as nonsense words
+        raise UserError(f"{path}: NUL bytes in a lexicon (UTF-16 text?); save it as UTF-8")
     try:
         return data.decode("utf-8-sig")
     except UnicodeDecodeError:

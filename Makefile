@@ -19,13 +19,17 @@ $(STAMP): pyproject.toml
 test: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/pytest -q -n 2 --dist loadfile
 
-# The NER benchmark needs the CoNLL-2003 files: make bench DATA=/path/to/data
+# The NER and translation benchmarks need their data: make bench DATA=/path/to/data
+# (the recipe-target scripts, phonemes_recipes.py and translation_recipes.py,
+# train for hours and run on their own)
 DATA ?= $(LSTM_SUITE_DATA)
 
 bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/lstm_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/phonemes_speed.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/seq2seq_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/ner_conll2003.py --data-dir "$(DATA)"
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/translation_speed.py recipes/translation/multi30k_en_de.yaml --data-dir "$(DATA)"
 
 # Train every app's quickstart on its bundled sample (resumes or reports if
 # done), export it as a SavedModel, and use it: the NER quickstart tags a few

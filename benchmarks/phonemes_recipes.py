@@ -16,44 +16,13 @@ DATA_ROOT holds fsdd/, espeak_phones/ and ljspeech_phones/ (default:
 $LSTM_SUITE_DATA).
 """
 
-import argparse
 import json
-import os
-import shutil
-import subprocess
-import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import recipe_runs  # benchmarks/, beside this script
+
 #: recipe -> the dev PER issue 18 asks for.
 TARGETS = {"fsdd": 3.0, "espeak_phones": 5.0, "ljspeech_phones": 30.0}
-
-
-def cli(*arguments):
-    subprocess.run([sys.executable, "-m", "lstm_core.cli", *arguments], check=True)
-
-
-def train(recipe, args):
-    run_dir = Path(args.runs) / recipe
-    cli("train", str(REPO / "recipes" / "phonemes" / f"{recipe}.yaml"), "--quiet",
-        "--run-dir", str(run_dir), "--data-dir", str(args.data_dir),
-        *(arg for override in args.set for arg in ("--set", override)))
-    return run_dir
-
-
-def training_seconds(run_dir):
-    """Seconds of training over every epoch the run recorded (all sittings)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return sum(json.loads(line).get("seconds", 0.0) for line in lines if line.strip())
-
-
-def export(run_dir, args):
-    out = Path(args.runs) / f"{run_dir.name}-export"
-    if out.exists():
-        shutil.rmtree(out)  # this benchmark's own export of a run that may have trained on
-    cli("export", str(run_dir), str(out))
-    return out
 
 
 def score_export(saved_model, run_dir, args, batch_size=16):
@@ -63,8 +32,8 @@ def score_export(saved_model, run_dir, args, batch_size=16):
     from apps.phonemes.app import PhonemeApp
     from apps.phonemes.data import fold, load_utterances, pad_batch
     from lstm_core.edit_distance import error_rate
-    from lstm_core.runs import read_json
     from lstm_core.recipes import data_root
+    from lstm_core.runs import read_json
     from lstm_core.schema import recorded_config, with_data_files
 
     app = PhonemeApp()
@@ -91,24 +60,14 @@ def score_export(saved_model, run_dir, args, batch_size=16):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("LSTM_SUITE_DATA"))
-    parser.add_argument("--recipes", nargs="+", default=list(TARGETS), choices=list(TARGETS))
-    parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a recipe override for every recipe (repeatable)")
-    args = parser.parse_args()
-    if not args.data_dir:
-        sys.exit("give --data-dir (or set LSTM_SUITE_DATA) to the folder holding the data")
+    args = recipe_runs.parse_args(__doc__.splitlines()[0], list(TARGETS), TARGETS)
     rows = []
     for recipe in args.recipes:
-        run_dir = train(recipe, args)
+        run_dir = recipe_runs.train("phonemes", recipe, args)
         result = json.loads((run_dir / "result.json").read_text())
-        rate, count, real_time = score_export(export(run_dir, args), run_dir, args)
-        rows.append((recipe, result, rate, count, training_seconds(run_dir), real_time))
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    print(f"\n{time.strftime('%Y-%m-%d')}, commit {commit}\n")
+        rate, count, real_time = score_export(recipe_runs.export(run_dir, args), run_dir, args)
+        rows.append((recipe, result, rate, count, recipe_runs.training_seconds(run_dir), real_time))
+    print(f"\n{time.strftime('%Y-%m-%d')}, commit {recipe_runs.commit()}\n")
     print("| recipe | best greedy dev PER (epoch) | export dev PER, beam (S/D/I) | target | "
           "epochs | training time | export speed |")
     print("|---|---:|---:|---:|---:|---:|---:|")

@@ -18,45 +18,17 @@ these with the epochs run and the training time summed over every sitting.
 DATA_ROOT holds multi30k/ (default: $LSTM_SUITE_DATA).
 """
 
-import argparse
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
-from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
+import recipe_runs  # benchmarks/, beside this script
+
 #: recipe -> the dev BLEU (cased sacreBLEU, beam search) issue 19 asks for.
 TARGETS = {"multi30k_en_de": 40.0, "multi30k_de_en": 44.0,
            "quickstart": 90.0}  # the quickstart: a smoke check of this script
-
-
-def cli(*arguments):
-    subprocess.run([sys.executable, "-m", "lstm_core.cli", *arguments], check=True)
-
-
-def train(recipe, args):
-    run_dir = Path(args.runs) / recipe
-    cli("train", str(REPO / "recipes" / "translation" / f"{recipe}.yaml"), "--quiet",
-        "--run-dir", str(run_dir), "--data-dir", str(args.data_dir),
-        *(arg for override in args.set for arg in ("--set", override)))
-    return run_dir
-
-
-def training_seconds(run_dir):
-    """Seconds of training over every epoch the run recorded (all sittings)."""
-    lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return sum(json.loads(line).get("seconds", 0.0) for line in lines if line.strip())
-
-
-def export(run_dir, args):
-    out = Path(args.runs) / f"{run_dir.name}-export"
-    if out.exists():
-        shutil.rmtree(out)  # this benchmark's own export of a run that may have trained on
-    cli("export", str(run_dir), str(out))
-    return out
 
 
 def dev_pairs(run_dir, args):
@@ -104,30 +76,19 @@ def serve(saved_model, sources):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--data-dir", default=os.environ.get("LSTM_SUITE_DATA"))
-    parser.add_argument("--recipes", nargs="+", default=["multi30k_en_de", "multi30k_de_en"],
-                        choices=list(TARGETS))
-    parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
-    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="a recipe override for every recipe (repeatable)")
-    args = parser.parse_args()
-    if not args.data_dir:
-        sys.exit("give --data-dir (or set LSTM_SUITE_DATA) to the folder holding the data")
+    args = recipe_runs.parse_args(__doc__.splitlines()[0], ["multi30k_en_de", "multi30k_de_en"], TARGETS)
     from apps.translation.metrics import score
 
     rows = []
     for recipe in args.recipes:
-        run_dir = train(recipe, args)
+        run_dir = recipe_runs.train("translation", recipe, args)
         result = json.loads((run_dir / "result.json").read_text())
         sources, references = dev_pairs(run_dir, args)
-        served = serve(export(run_dir, args), sources)
+        served = serve(recipe_runs.export(run_dir, args), sources)
         scores, report = score(served["translations"], references)
         print(f"{recipe}, the export on dev:\n{report}")
-        rows.append((recipe, result, scores, served, training_seconds(run_dir)))
-    commit = subprocess.run(["git", "-C", str(REPO), "rev-parse", "--short", "HEAD"],
-                            capture_output=True, text=True).stdout.strip()
-    print(f"\n{time.strftime('%Y-%m-%d')}, commit {commit}\n")
+        rows.append((recipe, result, scores, served, recipe_runs.training_seconds(run_dir)))
+    print(f"\n{time.strftime('%Y-%m-%d')}, commit {recipe_runs.commit()}\n")
     print("| recipe | best greedy dev BLEU (epoch) | export dev BLEU, beam | chrF | "
           "lowercased BLEU | target | epochs | training time | sentences/s at 64 | "
           "latency at 1 |")

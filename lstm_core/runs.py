@@ -35,6 +35,7 @@ import filecmp
 import json
 import os
 import shutil
+import zipfile
 from pathlib import Path
 from typing import NamedTuple
 
@@ -210,8 +211,19 @@ def load_weights(model, path):
     try:
         model.load_weights(str(path))
     except (ValueError, KeyError) as error:
-        raise UserError(f"cannot load weights from {path} into this model ({error}); "
+        # Keras lists every layer that did not fit, over many lines: the
+        # error stays one line, its first sentence and the first layer's.
+        lines = [line.strip() for line in str(error).splitlines() if line.strip()] or [""]
+        detail = " ".join(lines[:2]) if lines[0].endswith(":") else lines[0]
+        raise UserError(f"cannot load weights from {path} into this model ({detail}); "
                         "was it trained with the same model settings?") from None
+    except (zipfile.BadZipFile, OSError) as error:
+        if isinstance(error, OSError) and error.errno is not None:
+            raise  # the system's own (permissions, ...): it names the file
+        # A damaged .keras (a zip) or .h5 file: zipfile's and h5py's errors
+        # name no file ("File is not a zip file", "file signature not found").
+        raise UserError(f"{path}: cannot read the weights ({str(error).splitlines()[0]}); the "
+                        "file is damaged or was not saved by lstm-suite") from None
 
 
 def check_init_source(init_from, app_name):

@@ -2,10 +2,12 @@
 127.0.0.1 (a TF_CONFIG cluster each): the toy app trains the same weights as
 one process with the same global batch, only the chief writes the run
 directory, a second run resumes from the chief's checkpoint, and workers
-that see different runs stop with an error; the NER and phonemes apps (dict
-features, their own CRF and CTC losses, batches split unevenly or given
-whole to both replicas, gradient clipping, a dev score only the chief
-computes) train as one process does and resume too. Two replicas in one
+that see different runs stop with an error; the NER, phonemes and
+translation apps (dict features, their own CRF, CTC and token-level
+cross-entropy losses, batches split unevenly or given whole to both
+replicas, gradient clipping, SentencePiece subwords each worker learns
+alike, a dev score only the chief computes: F1, error rate, BLEU of greedy
+translations) train as one process does and resume too. Two replicas in one
 process: a model's own loss, and SpecAugment's masks."""
 
 import json
@@ -23,6 +25,7 @@ import pytest
 
 from lstm_core import runs, trainer
 from lstm_core.cli import main
+from tests.bad_inputs.cases import DEV_PAIRS, PAIRS
 from tests.test_ner_app import write_conll
 from tests.test_phonemes_app import write_corpus
 from tests.toy_app import toy_app, toy_config, write_recipe  # noqa: F401
@@ -215,6 +218,32 @@ train: {epochs: 2, batch_size: 3, clip_norm: 0.1, optimizer: {name: sgd, learnin
 """
 
 
+TRANSLATION_RECIPE = """
+app: translation
+data:
+  train_pairs: train.tsv
+  dev_pairs: dev.tsv
+  test_pairs: dev.tsv
+  subwords: {vocab_size: 40}   # each worker learns the same (SentencePiece is deterministic)
+model:
+  source_embedding_dim: 8
+  target_embedding_dim: 8
+  embedding_dropout: 0.0   # no random draws, as above
+  encoder: {units: 8, num_layers: 1, dropout: 0.0, bidirectional: false}  # a smaller graph
+  decoder: {units: 8, num_layers: 1, dropout: 0.0}
+decode: {beam_width: 1}    # the test set decoded greedily, as dev is: its graph traced once
+# SGD and a clip_norm small enough to clip every step, as for phonemes; the
+# dev BLEU (greedy decoding, on the chief alone) picks the best epoch.
+train:
+  epochs: 2
+  batch_size: 8
+  clip_norm: 0.5
+  optimizer: {name: sgd, learning_rate: 0.5}
+  reduce_on_plateau: {enabled: false}
+  early_stopping: {patience: 0}
+"""
+
+
 def ner_data(folder):
     """7 sentences of one length in batches of 3: the last holds one
     sentence, too few to split (an empty share would break the character
@@ -234,7 +263,18 @@ def phonemes_data(folder):
     return folder / "phonemes.yaml"
 
 
-@pytest.mark.parametrize("write_data", [ner_data, phonemes_data], ids=["ner", "phonemes"])
+def translation_data(folder):
+    """30 training pairs (the bad-input corpus's) bucketed by length into
+    batches of up to 8: batches split unevenly, a batch of one given whole to
+    both replicas; 3 dev pairs, also the test set."""
+    (folder / "train.tsv").write_text("".join(f"{s}\t{t}\n" for s, t in PAIRS), encoding="utf-8")
+    (folder / "dev.tsv").write_text(DEV_PAIRS, encoding="utf-8")
+    (folder / "translation.yaml").write_text(TRANSLATION_RECIPE)
+    return folder / "translation.yaml"
+
+
+@pytest.mark.parametrize("write_data", [ner_data, phonemes_data, translation_data],
+                         ids=["ner", "phonemes", "translation"])
 def test_two_workers_train_an_app_as_one_process_and_resume(tmp_path, write_data):
     recipe, run = write_data(tmp_path), tmp_path / "run"
     args = [str(recipe), "--data-dir", str(tmp_path), "--run-dir"]

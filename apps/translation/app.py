@@ -151,9 +151,19 @@ class TranslationApp(App):
         if key not in self._pairs:
             pairs = self._read(data, split) if path is None else self._read_path(data, path)
             if not pairs:
-                raise UserError(f"{path or f'{split} data'}: no sentence pairs")
+                raise UserError(f"{path or self.origin(data, split)}: no sentence pairs")
             self._pairs[key] = pairs
         return self._pairs[key]
+
+    @staticmethod
+    def origin(data, split):
+        """What ``split``'s pairs are read from, for messages: its files (a
+        message that says only "train data" leaves the user to guess which
+        files the recipe's keys named), or the tfds set and split."""
+        if data["tfds"]:
+            return f"tensorflow-datasets {data['tfds']} split {data[f'tfds_{split}_split']}"
+        files = [data[f"{split}_{k}"] for k in ("pairs", "source", "target")]
+        return ", ".join(str(f) for f in files if f) or f"{split} data"
 
     @staticmethod
     def _read(data, split):
@@ -197,7 +207,7 @@ class TranslationApp(App):
         sub = config["data"]["subwords"]
         pairs = [p for p in self.pairs(config, "train") if p.source and p.target]
         if not pairs:
-            raise UserError("train data: every pair has an empty side")
+            raise UserError(f"{self.origin(config['data'], 'train')}: every pair has an empty side")
         options = dict(kind=sub["type"], vocab_size=sub["vocab_size"],
                        character_coverage=sub["character_coverage"],
                        sample=sub["sample_sentences"])
@@ -231,13 +241,13 @@ class TranslationApp(App):
             subwords.encode(source_processor, (p.source for p in pairs)),
             subwords.encode(target_processor, (p.target for p in pairs)),
             data["max_source_length"], data["max_target_length"])
-        report = filtered.report(f"{split} data", data["max_source_length"],
-                                 data["max_target_length"])
+        limits = data["max_source_length"], data["max_target_length"]
+        if not filtered.kept:  # the counts in the error itself: one line, not a report and then it
+            raise UserError(f"{self.origin(data, split)}: no pairs left; "
+                            f"{filtered.left_out(*limits)}")
+        report = filtered.report(f"{split} data", *limits)
         if report:
             print(report, file=sys.stderr)
-        if not filtered.kept:
-            raise UserError(f"{split} data: no pairs left (data.max_source_length, "
-                            f"data.max_target_length)")
         sources = [source for source, _ in filtered.kept]
         targets_in = [[BOS, *target] for _, target in filtered.kept]
         targets_out = [[*target, EOS] for _, target in filtered.kept]
@@ -292,9 +302,16 @@ class TranslationApp(App):
         decode = config["decode"]
         settings = (beam_width, decode["length_penalty"], decode["max_length_ratio"],
                     decode["max_length_offset"])
-        return model_cache(model, ("serving", *settings), lambda: TranslationServing(
-            getattr(model, "members", [model]), assets.file(assets["source_model"]),
-            assets.file(assets["target_model"]), *settings))
+
+        def make():
+            # Loaded in Python first: a damaged .model file is then named,
+            # where tensorflow-text's op fails with an InternalError naming none.
+            self.processors(assets)
+            return TranslationServing(getattr(model, "members", [model]),
+                                      assets.file(assets["source_model"]),
+                                      assets.file(assets["target_model"]), *settings)
+
+        return model_cache(model, ("serving", *settings), make)
 
     # -- use ------------------------------------------------------------------
 

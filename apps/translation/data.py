@@ -136,9 +136,13 @@ class Filtered:
         """One line for a person, or "" when nothing was left out."""
         if not (self.empty or self.too_long):
             return ""
-        return (f"{what}: {len(self.kept)} pairs kept; left out {self.empty} with an empty side "
-                f"and {self.too_long} longer than {max_source} source or {max_target} target "
-                f"subwords (data.max_source_length, data.max_target_length)")
+        return f"{what}: {len(self.kept)} pairs kept; {self.left_out(max_source, max_target)}"
+
+    def left_out(self, max_source, max_target):
+        """What was left out, and why (the recipe keys of the limits)."""
+        return (f"left out {self.empty} with an empty side and {self.too_long} longer than "
+                f"{max_source} source or {max_target} target subwords (data.max_source_length, "
+                f"data.max_target_length)")
 
 
 def filter_pairs(source_ids, target_ids, max_source, max_target):

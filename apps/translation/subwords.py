@@ -9,6 +9,7 @@ start of sentence 2 and end of sentence 3.
 """
 
 import io
+import re
 from pathlib import Path
 
 from lstm_core.errors import UserError
@@ -38,17 +39,35 @@ def train(sentences, path, *, kind="unigram", vocab_size=8000, character_coverag
             input_sentence_size=sample, shuffle_input_sentence=True, hard_vocab_limit=False,
             pad_id=PAD, unk_id=UNK, bos_id=BOS, eos_id=EOS, minloglevel=2)
     except RuntimeError as error:
+        message = str(error).splitlines()[0]
+        # The usual failure, a vocabulary smaller than the text's characters,
+        # comes as an internal check ("INTERNAL: src/trainer_interface.cc(638)
+        # [(static_cast<int>(...)) <= ...] Vocabulary size is smaller than
+        # required_chars. 20 vs 34. ..."): said instead with the recipe keys.
+        small = re.search(r"smaller than required_chars\. \d+ vs (\d+)", message)
+        if small:
+            raise UserError(f"data.subwords.vocab_size {vocab_size} is too small for the training "
+                            f"text: it needs {small[1]} (each character kept, and the 4 reserved "
+                            f"ids); raise it, or lower data.subwords.character_coverage") from None
+        message = re.sub(r"^INTERNAL: \S+ \[.*?\] ", "", message)  # the check's source line
         raise UserError(f"SentencePiece cannot learn {kind} subwords from the training text: "
-                        f"{str(error).splitlines()[0]}") from None
+                        f"{message}") from None
     Path(path).write_bytes(buffer.getvalue())
     return load(path).get_piece_size()
 
 
 def load(path):
-    """The ``sentencepiece.SentencePieceProcessor`` of a model file."""
+    """The ``sentencepiece.SentencePieceProcessor`` of a model file; a file
+    that is not one (a damaged or replaced run asset) is a UserError naming
+    it, where the library raises a bare RuntimeError and tensorflow-text's
+    op, given the same bytes, an InternalError without the file's name."""
     import sentencepiece as spm
 
-    return spm.SentencePieceProcessor(model_file=str(path))
+    try:
+        return spm.SentencePieceProcessor(model_file=str(path))
+    except (RuntimeError, OSError) as error:
+        detail = str(error).splitlines()[0].replace(f" from {path}", "").removeprefix("INTERNAL: ")
+        raise UserError(f"{path}: not a SentencePiece model ({detail})") from None
 
 
 def encode(processor, sentences):

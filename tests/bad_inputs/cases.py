@@ -10,14 +10,20 @@ data of every app, so a case can hand one app's file to another app's run.
 
 Placeholders in ``argv``: ``{recipe}`` (the case's recipe file), ``{root}``
 (its data root), ``{run}`` (a new run directory), ``{tmp}`` (the folder
-holding them, also the working directory), and ``{<app>_run}``: a run
+holding them, also the working directory), ``{<app>_run}``: a run
 directory of that app made once for the module (a recipe, assets and
-untrained weights: every case must be refused before the weights matter).
+untrained weights: every case must be refused before the weights matter),
+and ``{run_copy}``: a copy of the case's app's run in ``{tmp}``, with the
+case's ``run_files`` written over it (a damaged run directory).
 
-To add an app (translation): an :class:`AppInputs` in :data:`APPS` and a
-list of cases appended to :data:`CASES` (see ``TRANSLATION`` below).
+Every app has its cases: NER, phonemes and translation (parallel files and
+TSVs of pairs, SentencePiece and decoding settings, damaged translation
+runs, and translation's inputs and runs handed to the other apps and
+theirs to it). To add an app: an :class:`AppInputs` in :data:`APPS` and a
+list of cases appended to :data:`CASES`.
 """
 
+import gzip
 import io
 from dataclasses import dataclass, field
 
@@ -43,6 +49,7 @@ class Case:
     recipe: str | bytes | None = None  # the whole recipe file instead
     files: dict = field(default_factory=dict)  # path under the data root -> content, None: delete
     argv: tuple = TRAIN
+    run_files: dict = field(default_factory=dict)  # written over {run_copy}: path under it -> ...
 
     @property
     def run_dir(self):
@@ -155,11 +162,57 @@ export:
 WORDS_RECIPE = ("  train_manifest: manifest.tsv",
                 "  train_manifest: words.tsv\n  lexicon: lexicon.dict")
 
+# 30 pairs English -> a made-up SOV language (both sides cased and punctuated,
+# the target with letters outside ASCII); line n of train.en is the pair of
+# SUBJECTS' (n - 1) // 5-th and VERBS' (n - 1) % 5-th words (cases name lines).
+SUBJECTS = {"The dog": "La hundo", "A cat": "Kato", "My friend": "Mia amiko",
+            "The child": "La infano", "A farmer": "Kamparano", "The bird": "La birdo"}
+VERBS = {"sees": "vidas", "likes": "ŝatas", "paints": "pentras", "finds": "trovas",
+         "chases": "ĉasas"}
+OBJECTS = [("the ball", "la pilkon"), ("a house", "domon"), ("the river", "la riveron")]
+PAIRS = [(f"{s} {v} {OBJECTS[(i + j) % 3][0]}.", f"{ts} {OBJECTS[(i + j) % 3][1]} {tv}.")
+         for i, (s, ts) in enumerate(SUBJECTS.items()) for j, (v, tv) in enumerate(VERBS.items())]
+TRAIN_EN = "".join(f"{source}\n" for source, _ in PAIRS)
+TRAIN_TP = "".join(f"{target}\n" for _, target in PAIRS)
+DEV_PAIRS = ("The bird sees a house.\tLa birdo domon vidas.\n"
+             "A cat finds the ball.\tKato la pilkon trovas.\n"
+             "My friend likes the river.\tMia amiko la riveron ŝatas.\n")
+
+TRANSLATION_RECIPE = """\
+app: translation
+data:
+  train_source: train.en
+  train_target: train.tp
+  dev_pairs: dev.tsv
+  source_language: en
+  target_language: tp
+  subwords:
+    vocab_size: 40
+model:
+  source_embedding_dim: 4
+  target_embedding_dim: 4
+  encoder:
+    units: 4
+    num_layers: 1
+  decoder:
+    units: 6
+    num_layers: 1
+decode:
+  beam_width: 2
+train:
+  epochs: 1
+  batch_size: 4
+export:
+  check: false
+"""
+
 APPS = {
     "ner": AppInputs(NER_RECIPE, {"train.txt": NER_TRAIN, "dev.txt": NER_DEV}),
     "phonemes": AppInputs(PHONEMES_RECIPE, {
         "manifest.tsv": MANIFEST, "words.tsv": WORDS, "lexicon.dict": LEXICON,
         **{f"audio/u{i}.wav": GOOD_WAV for i in range(3)}}),
+    "translation": AppInputs(TRANSLATION_RECIPE, {
+        "train.en": TRAIN_EN, "train.tp": TRAIN_TP, "dev.tsv": DEV_PAIRS}),
 }
 
 # A YAML "billion laughs": nine aliases of nine aliases ... (9**9 strings
@@ -378,11 +431,123 @@ RUNS = [
 ]
 
 # -- translation ------------------------------------------------------------------------
-# When apps/translation lands: APPS["translation"] = AppInputs(its good recipe, its good
-# data) (then "{translation_run}" names a run of it), and cases here such as parallel source/target files of different lengths (naming
-# both files and the line count of each), a non-UTF-8 source or target line (file:line), an
-# empty target file, a missing SentencePiece model, out-of-range vocabulary sizes and beam
-# widths, and a translation run given to predict with audio / a NER run given text pairs.
-TRANSLATION = []
+# Its good recipe reads the training pairs from two aligned files and dev from a
+# TSV, so both readers are broken here; then the run directories (damaged
+# copies of a translation run, and runs and inputs crossed with the other apps).
+
+TRANSLATION = [
+    Case("parallel-files-of-different-lengths", "translation",
+         r"train\.en has 30 lines but .*train\.tp has 29: the files of a parallel corpus",
+         files={"train.tp": TRAIN_TP.removesuffix(f"{PAIRS[-1][1]}\n")}),
+    Case("source-not-utf8", "translation", r"train\.en:7: not UTF-8 text \(byte 0xe9 at column 4\)",
+         files={"train.en": replaced(TRAIN_EN.encode(), (b"A cat likes", NOT_UTF8 + b" likes"))}),
+    Case("target-not-utf8", "translation", r"train\.tp:12: not UTF-8 text \(byte 0xfe at column 21\)",
+         files={"train.tp": replaced(TRAIN_TP.encode(), *[(line.encode(), line.encode("iso8859-3"))
+                                                          for line in ["amiko la pilkon ŝatas"]])}),
+    Case("source-missing", "translation",
+         r"data file not found: .*trian\.en \(data\.train_source at .*recipe\.yaml:3",
+         edit=[("train_source: train.en", "train_source: trian.en")]),
+    Case("target-deleted", "translation",
+         r"data file not found: .*train\.tp \(data\.train_target at .*recipe\.yaml:4",
+         files={"train.tp": None}),
+    Case("training-files-empty", "translation",
+         r"train\.en, .*train\.tp: no sentence pairs", files={"train.en": "", "train.tp": ""}),
+    Case("training-gzip-cut", "translation", r"train\.en\.gz: cannot read it after line \d+",
+         edit=[("train_source: train.en", "train_source: train.en.gz")],
+         files={"train.en.gz": gzip.compress(TRAIN_EN.encode())[:-40]}),
+    Case("pairs-row-without-a-tab", "translation",
+         r"dev\.tsv:2: expected source<TAB>target, found 1 tab-separated field$",
+         files={"dev.tsv": replaced(DEV_PAIRS, ("ball.\tKato", "ball. Kato"))}),
+    Case("pairs-and-parallel-files", "translation",
+         r"data\.train_source and data\.train_target .* or data\.train_pairs .*: not both",
+         edit=[("  dev_pairs: dev.tsv", "  dev_pairs: dev.tsv\n  train_pairs: dev.tsv")]),
+    Case("subword-type-misspelled", "translation",
+         r"data\.subwords\.type: 'bpee' is not allowed \(.*recipe\.yaml:9\); allowed: unigram, bpe",
+         edit=[("    vocab_size: 40", "    type: bpee\n    vocab_size: 40")]),
+    Case("vocab-size-negative", "translation",
+         r"data\.subwords\.vocab_size: -40 is out of range \(.*recipe\.yaml:9\); must be >= 8",
+         edit=[("vocab_size: 40", "vocab_size: -40")]),
+    Case("vocab-size-a-string", "translation",
+         r"data\.subwords\.vocab_size: expected int, got str '40k' \(.*recipe\.yaml:9\)",
+         edit=[("vocab_size: 40", "vocab_size: 40k")]),
+    Case("vocab-size-below-the-characters", "translation",
+         r"data\.subwords\.vocab_size 20 is too small for the training text: it needs 34",
+         edit=[("vocab_size: 40", "vocab_size: 20")]),
+    Case("sub-words-misspelled", "translation",
+         r"data\.sub_words: unknown key \(.*recipe\.yaml:8\); did you mean data\.subwords\?",
+         edit=[("  subwords:", "  sub_words:")]),
+    Case("attention-unknown", "translation",
+         r"model\.decoder\.attention: 'luong' is not allowed \(.*recipe\.yaml:18\); "
+         r"allowed: dot, general, additive",
+         edit=[("    units: 6", "    units: 6\n    attention: luong")]),
+    Case("beam-width-zero", "translation",
+         r"decode\.beam_width: 0 is out of range \(.*recipe\.yaml:20\); must be >= 1",
+         edit=[("beam_width: 2", "beam_width: 0")]),
+    Case("length-penalty-a-string", "translation",
+         r"decode\.length_penalty: expected float, got str 'long' \(.*recipe\.yaml:21\)",
+         edit=[("beam_width: 2", "beam_width: 2\n  length_penalty: long")]),
+    Case("max-source-length-zero", "translation",
+         r"data\.max_source_length: 0 is out of range \(.*recipe\.yaml:8\); must be >= 1",
+         edit=[("  subwords:", "  max_source_length: 0\n  subwords:")]),
+    Case("every-pair-too-long", "translation",
+         r"train\.en, .*train\.tp: no pairs left; left out 0 with an empty side and 30 longer than "
+         r"100 source or 2 target subwords \(data\.max_source_length, data\.max_target_length\)$",
+         edit=[("  subwords:", "  max_target_length: 2\n  subwords:")]),
+    Case("dev-score-misspelled", "translation",
+         r"data\.dev_score: 'blue' is not allowed \(.*recipe\.yaml:8\); allowed: bleu, loss",
+         edit=[("  subwords:", "  dev_score: blue\n  subwords:")]),
+    # runs: a translation run given other apps' inputs, other apps' runs translation's,
+    # and damaged copies of a translation run
+    Case("predict-translation-missing-input", "translation", r"nope\.en: input file not found",
+         argv=("predict", "{translation_run}", "{root}/nope.en")),
+    Case("predict-translation-not-utf8", "translation", r"latin1\.en:2: not UTF-8 text",
+         files={"latin1.en": b"The dog sees a house.\n" + NOT_UTF8 + b" au lait\n"},
+         argv=("predict", "{translation_run}", "{root}/latin1.en")),
+    Case("predict-translation-run-on-audio", "translation", r"u0\.wav:1: not UTF-8 text",
+         argv=("predict", "{translation_run}", "{root}/audio/u0.wav")),
+    Case("evaluate-translation-run-on-a-manifest", "translation",
+         r"manifest\.tsv:1: expected source<TAB>target, found 4 tab-separated fields",
+         argv=("evaluate", "{translation_run}", "--data", "{root}/manifest.tsv")),
+    Case("evaluate-translation-run-on-conll", "translation",
+         r"dev\.txt: give a TSV of source<TAB>target lines",
+         argv=("evaluate", "{translation_run}", "--data", "{root}/dev.txt")),
+    Case("evaluate-ner-run-on-pairs", "ner", r"dev\.tsv:1: bad tag 'vidas\.'",
+         argv=("evaluate", "{ner_run}", "--data", "{root}/dev.tsv")),
+    Case("evaluate-phonemes-run-on-pairs", "phonemes", r"dev\.tsv: no path or phonemes or text column",
+         argv=("evaluate", "{phonemes_run}", "--data", "{root}/dev.tsv")),
+    Case("predict-phonemes-run-on-source-text", "phonemes", r"train\.en: cannot read audio",
+         argv=("predict", "{phonemes_run}", "{root}/train.en")),
+    Case("run-subword-model-missing", "translation",
+         r"asset file 'shared\.model' is missing from .*run_copy/assets; the run directory is "
+         r"incomplete", run_files={"assets/shared.model": None},
+         argv=("predict", "{run_copy}", "{root}/train.en")),
+    Case("run-subword-model-damaged", "translation",
+         r"run_copy/assets/shared\.model: not a SentencePiece model \(could not parse ModelProto\)",
+         run_files={"assets/shared.model": "not a model\n"},
+         argv=("evaluate", "{run_copy}", "--data-dir", "{root}")),
+    Case("run-model-not-a-zip", "translation",
+         r"run_copy/best\.keras: cannot read the weights \(File is not a zip file\)",
+         run_files={"best.keras": "not a model\n"},
+         argv=("predict", "{run_copy}", "{root}/train.en")),
+    Case("run-checkpoint-weights-damaged", "translation",
+         r"run_copy/checkpoints/ckpt-0001-0000007/state\.weights\.h5: cannot read the weights "
+         r"\(Unable to .*open file \(file signature not found\)\)",
+         run_files={"best.keras": None, "checkpoints/ckpt-0001-0000007/state.json": "{}\n",
+                    "checkpoints/ckpt-0001-0000007/state.weights.h5": "not weights\n"},
+         argv=("evaluate", "{run_copy}", "--data-dir", "{root}")),
+    Case("run-vocabulary-sizes-edited", "translation",
+         r"cannot load weights from .*run_copy/best\.keras into this model \(.*source_embedding",
+         run_files={"assets.json": '{"source_model": "shared.model", "target_model": '
+                                   '"shared.model", "source_vocab": 50, "target_vocab": 50}\n'},
+         argv=("predict", "{run_copy}", "{root}/train.en")),
+    Case("finetune-translation-from-a-ner-run", "translation",
+         r"--from .*ner_run: a ner run, and this recipe is for translation",
+         argv=("finetune", "{recipe}", "--from", "{ner_run}", "--data-dir", "{root}",
+               "--run-dir", "{run}", "--quiet")),
+    Case("finetune-phonemes-from-a-translation-run", "phonemes",
+         r"--from .*translation_run: a translation run, and this recipe is for phonemes",
+         argv=("finetune", "{recipe}", "--from", "{translation_run}", "--data-dir", "{root}",
+               "--run-dir", "{run}", "--quiet")),
+]
 
 CASES = RECIPES + NER + PHONEMES + RUNS + TRANSLATION

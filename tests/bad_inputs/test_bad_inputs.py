@@ -11,6 +11,7 @@ process, to show it behaves the same.
 import hashlib
 import os
 import re
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,10 @@ def prepare(case, folder, app_runs):
     values = write_inputs(case, folder)
     values.update({f"{name}_run": run_of(name) for name in APPS
                    if any(f"{{{name}_run}}" in arg for arg in case.argv)})
+    if any("{run_copy}" in arg for arg in case.argv):
+        values["run_copy"] = folder / "run_copy"
+        shutil.copytree(run_of(case.app), values["run_copy"])
+        write_files(values["run_copy"], case.run_files)
     argv = [expand(arg, values) for arg in case.argv]
     run_dir = Path(expand(case.run_dir, values)) if case.run_dir else None
     watched = [folder, runs_folder]

@@ -73,6 +73,28 @@ class App:
         becomes the run's ``assets/``."""
         raise NotImplementedError
 
+    def finetune_assets(self, config: dict, data_root, folder, previous) -> dict:
+        """The assets of a run that fine-tunes from a run whose assets are
+        ``previous`` (a :class:`lstm_core.runs.Assets`): by default
+        ``previous`` itself, so the vocabularies stay as they were. An app
+        whose users bring new words, labels or phones returns new assets as
+        :meth:`build_assets` does (files in ``folder``); the weights of
+        entries both have are carried over by :meth:`vocabularies`."""
+        return previous
+
+    def vocabularies(self, assets: dict) -> dict:
+        """``{name: entries}``: each vocabulary whose size shapes a weight,
+        its entries (hashable: words, tags, subword pieces) in the order the
+        model numbers them, reserved ids (padding, unknown) included under
+        names no real entry can have."""
+        return {}
+
+    def vocabulary_axes(self, model) -> list:
+        """``[(variable, axes)]``: the weights of ``model`` that have a row
+        (column, ...) per vocabulary entry, with per axis the vocabulary's
+        name or None, e.g. ``(embedding.embeddings, ("words", None))``."""
+        return []
+
     def build_data(self, config: dict, data_root, assets: dict):
         """Return ``(train_dataset, dev_dataset)``: batched ``tf.data``
         pipelines of ``(inputs, targets)`` ready for ``model.fit``."""
@@ -89,8 +111,10 @@ class App:
 
     def initialize(self, model, config: dict, assets: dict) -> None:
         """Set weights of a model about to train from scratch (pretrained
-        vectors, say). Not called when the weights come from a checkpoint or
-        another run, so using a run never needs the files this reads."""
+        vectors, say), or about to fine-tune with new vocabulary entries (then
+        the entries it shares with the starting run are overwritten with
+        that run's). Not called when the weights come from a checkpoint, so
+        using a run never needs the files this reads."""
 
     def loss(self, config: dict):
         """A Keras loss for ``model.compile``, or None when the model

@@ -191,10 +191,11 @@ def keys_help():
     """The epilog of ``train``/``finetune``: every recipe key of the core and
     of each installed app."""
     from lstm_core.apps import available_apps, get_app
-    from lstm_core.schema import EXPORT_SCHEMA, TRAIN_SCHEMA
+    from lstm_core.schema import EXPORT_SCHEMA, FINETUNE_SCHEMA, TRAIN_SCHEMA
 
     lines = ["recipe keys (set with --set KEY=VALUE or in the YAML):",
-             *schema_help(TRAIN_SCHEMA, "train."), *schema_help(EXPORT_SCHEMA, "export.")]
+             *schema_help(TRAIN_SCHEMA, "train."), *schema_help(FINETUNE_SCHEMA, "finetune."),
+             *schema_help(EXPORT_SCHEMA, "export.")]
     for name in available_apps():
         app = get_app(name)
         lines += ["", f"app: {name}", *schema_help(app.data_schema, "data."),

@@ -79,6 +79,15 @@ EXPORT_SCHEMA = {
                                    "the app's example"),
 }
 
+FINETUNE_SCHEMA = {
+    "learning_rate": Field(OPTIONAL_FLOAT, None, min=0,
+                           doc="peak learning rate of a fine-tuning run (lstm-suite finetune); "
+                               "null: a tenth of train.optimizer.learning_rate"),
+    "freeze": Field(list, [], items=str,
+                    doc="layers kept as the starting run left them: names or name prefixes "
+                        "(e.g. [encoder])"),
+}
+
 #: The section that may change after training (``--set decode.KEY=VALUE`` on
 #: evaluate, predict and export; ignored by the resume check).
 DECODE = "decode"
@@ -88,7 +97,7 @@ def recipe_schema(app):
     """The whole schema of a recipe for ``app``: its sections plus the core's."""
     return {"app": Field(str, doc="the application the recipe is for"), "data": app.data_schema,
             "model": app.model_schema, DECODE: app.decode_schema, "train": TRAIN_SCHEMA,
-            "export": EXPORT_SCHEMA}
+            "finetune": FINETUNE_SCHEMA, "export": EXPORT_SCHEMA}
 
 
 def with_data_files(app, config, data_root):

@@ -4,6 +4,7 @@ resume. :func:`train` reads as its steps: check the run, build the assets,
 data and model, claim the run directory, fit, score the test sets."""
 
 import contextlib
+import copy
 import json
 import math
 import tempfile
@@ -13,7 +14,7 @@ from pathlib import Path
 import keras
 import numpy as np
 
-from lstm_core import distribute, runs
+from lstm_core import distribute, runs, transfer
 from lstm_core.errors import UserError
 from lstm_core.recipes import RecipeError
 from lstm_core.runs import Assets, precision_policy
@@ -317,23 +318,51 @@ def build_assets(app, config, data_root, run_dir, init_from, staging):
     if (run_dir / "assets.json").is_file():
         return runs.load_assets(run_dir)
     if init_from:
-        return runs.init_source(init_from)[1]
+        previous = runs.init_source(init_from)[1]
+        made = app.finetune_assets(config, data_root, staging, previous)
+        return made if made is previous else Assets(made, staging)
     return Assets(app.build_assets(config, data_root, staging), staging)
 
 
 def build_model(app, config, assets, checkpoint, init_from, strategy, element_spec):
     """The compiled model with its starting weights (a checkpoint's are
-    loaded later, once the optimizer exists to take its state)."""
-    t = config["train"]
+    loaded later, once the optimizer exists to take its state), and when it
+    fine-tunes, what changed in its vocabularies (see :mod:`lstm_core.transfer`)."""
+    t = finetune_train(config) if init_from else config["train"]
     model = app.build_model(config, assets)
-    if checkpoint is None:
-        if init_from:
-            runs.load_weights(model, runs.init_source(init_from)[0])
-        else:
-            app.initialize(model, config, assets)
+    changes = {}
+    if init_from:
+        transfer.freeze(model, config["finetune"]["freeze"])
+        if checkpoint is None:
+            changes = transfer.carry_over(app, config, model, init_from, assets)
+    elif checkpoint is None:
+        app.initialize(model, config, assets)
     model.compile(optimizer=make_optimizer(t), loss=app.loss(config), jit_compile=t["jit_compile"])
     distribute.fit_on_workers(model, strategy, element_spec)
-    return model
+    return model, changes
+
+
+def finetune_train(config):
+    """The ``train`` section as a fine-tuning run uses it: with the
+    learning rate of ``finetune.learning_rate`` (by default a tenth of the
+    recipe's), as a trained model needs smaller steps than a new one."""
+    t = copy.deepcopy(config["train"])
+    rate = config["finetune"]["learning_rate"]
+    t["optimizer"]["learning_rate"] = t["optimizer"]["learning_rate"] / 10 if rate is None else rate
+    return t
+
+
+def score_start(dev, model, records, run_dir):
+    """Epoch 0 of a fine-tuning run: the starting model's dev scores, so
+    ``metrics.jsonl`` shows every fine-tune before and after."""
+    dev.set_model(model)
+    scores = dev.score(-1)
+    scores.pop("report", None)
+    record = {"epoch": 0, "step": 0, **{f"dev_{k}": v for k, v in scores.items()
+                                        if isinstance(v, (int, float))}}
+    records.append(record)
+    with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
+        f.write(json.dumps(record) + "\n")
 
 
 def claim_run_dir(run_dir, config, assets, model, checkpoint):
@@ -436,11 +465,17 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
             train_data = train_data.take(t["max_steps_per_epoch"])
         train_data, dev_data = (distribute.split_between_replicas(data, strategy)
                                 for data in (train_data, dev_data))
-        model = build_model(app, resolved, assets, checkpoint, init_from, strategy,
-                            train_data.element_spec)
+        model, changes = build_model(app, resolved, assets, checkpoint, init_from, strategy,
+                                     train_data.element_spec)
         assets = claim_run_dir(run_dir, config, assets, model, checkpoint)
+        if changes:
+            runs.write_json(run_dir / "vocabularies.json", {"from": str(init_from), **changes})
+            if not quiet:
+                print(f"fine-tuning from {init_from}:\n{transfer.describe(changes)}")
         callbacks, dev, monitor = make_callbacks(app, resolved, data_root, assets, run_dir,
                                                  dev_data, state, records, quiet, strategy)
+        if init_from and not records:
+            score_start(dev, model, records, run_dir)
         fit(model, train_data, callbacks, dev, state, t["epochs"], quiet)
         result = _result(records, state, monitor)
         result["test"] = (distribute.alone(strategy, score_test_sets, app, model, resolved,

@@ -219,29 +219,66 @@ def test_conll_input_is_told_from_plain_text():
     assert not _looks_like_conll(["", "-DOCSTART-"], tags)
 
 
-def test_finetune_starts_from_the_trained_weights(trained):
+def test_finetune_to_another_tag_scheme_keeps_the_rows_of_shared_tags(trained):
     root, run = trained
-    recipe = root / "recipe.yaml"
-    # The recipe may name another scheme: the data is converted to the model's.
-    assert main(["finetune", str(recipe), "--from", str(run), "--data-dir", str(root),
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir", str(root),
                  "--run-dir", str(root / "tuned"), "--set", "train.epochs=1",
                  "--set", "data.scheme=bio", "--quiet"]) == 0
-    assets = json.loads((run / "assets.json").read_text())
-    assert json.loads((root / "tuned" / "assets.json").read_text()) == assets
     # Every tag of each seen type, though places are only ever single tokens.
-    assert assets["tags"] == ["O", "B-LOC", "B-PER", "E-LOC", "E-PER", "I-LOC", "I-PER",
-                              "S-LOC", "S-PER"]
+    assert json.loads((run / "assets.json").read_text())["tags"] == [
+        "O", "B-LOC", "B-PER", "E-LOC", "E-PER", "I-LOC", "I-PER", "S-LOC", "S-PER"]
+    assert json.loads((root / "tuned" / "assets.json").read_text())["tags"] == [
+        "O", "B-LOC", "B-PER", "I-LOC", "I-PER"]
+    tags = json.loads((root / "tuned" / "vocabularies.json").read_text())["tags"]
+    assert (tags["kept"], tags["added"], tags["dropped"]) == (5, 0, 4)
 
 
-def test_finetune_data_with_an_entity_type_the_model_lacks_is_refused(trained, tmp_path, capsys):
+ORGS = ["Acme Corp", "Nordbank"]
+
+
+def write_org_conll(path, count, seed):
+    """Sentences of the old pattern with an organisation after it."""
+    rng = np.random.default_rng(seed)
+    lines = []
+    for _ in range(count):
+        name, place = NAMES[rng.integers(3)].split(), PLACES[rng.integers(3)]
+        org = ORGS[rng.integers(2)].split()
+        tokens = name + ["visited", place, "for"] + org + ["."]
+        tags = (["B-PER"] + ["I-PER"] * (len(name) - 1) + ["O", "B-LOC", "O", "B-ORG"]
+                + ["I-ORG"] * (len(org) - 1) + ["O"])
+        lines += [f"{t} {g}" for t, g in zip(tokens, tags)] + [""]
+    path.write_text("\n".join(lines) + "\n")
+
+
+def per_type_f1(run, path):
+    from apps.ner import data as conll
+    from apps.ner.metrics import entity_scores
+
+    loaded = load_run(run)
+    sentences = conll.read_conll(path)
+    predicted = NERApp().serving(loaded.model, loaded.assets).tag([s.tokens for s in sentences])
+    scores = entity_scores([s.tags for s in sentences], predicted)["per_type"]
+    return {kind: s["f1"] for kind, s in scores.items()}
+
+
+def test_finetune_learns_a_new_entity_type_and_keeps_the_old_ones(trained, tmp_path):
     root, run = trained
-    (tmp_path / "train.txt").write_text("Acme B-ORG\nhired O\nAnna B-PER\n")
-    (tmp_path / "dev.txt").write_text((root / "dev.txt").read_text())
+    write_org_conll(tmp_path / "train.txt", 48, 2)
+    write_org_conll(tmp_path / "dev.txt", 12, 3)
     assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run),
-                 "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "tuned"), "--quiet"]) == 2
-    error = capsys.readouterr().err
-    assert "train data: the model has no tag S-ORG; it knows the entity types LOC, PER" in error
-    assert not (tmp_path / "tuned").exists()
+                 "--data-dir", str(tmp_path), "--run-dir", str(tmp_path / "tuned"), "--quiet",
+                 "--set", "train.epochs=4", "--set", "finetune.learning_rate=0.02"]) == 0
+    changes = json.loads((tmp_path / "tuned" / "vocabularies.json").read_text())
+    assert changes["tags"]["added_first"] == ["B-ORG", "E-ORG", "I-ORG", "S-ORG"]
+    assert changes["tags"]["dropped"] == 0 and changes["tags"]["kept"] == 9
+    assert {"Acme", "Corp", "Nordbank", "for"} <= set(changes["words"]["added_first"])
+    records = [json.loads(line) for line in (tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1, 2, 3, 4]
+    assert records[-1]["dev_f1"] > records[0]["dev_f1"] + 20  # before: no ORG found at all
+    before, after = per_type_f1(run, root / "dev.txt"), per_type_f1(tmp_path / "tuned", root / "dev.txt")
+    assert per_type_f1(tmp_path / "tuned", tmp_path / "dev.txt")["ORG"] >= 80
+    for kind in ("PER", "LOC"):  # the old types on the old dev data: within 10 points
+        assert after[kind] >= before[kind] - 10, (kind, before, after)
 
 
 def test_vector_files_glove_and_word2vec(tmp_path):

@@ -20,7 +20,8 @@ from lstm_core.errors import UserError
 
 RATE = 8000
 # Each "phoneme" is a tone: a sequence of them is a sequence of tones.
-TONES = {"a": 400.0, "b": 900.0, "ʃ": 1800.0}
+TONES = {"a": 400.0, "b": 900.0, "ʃ": 1800.0, "i": 2700.0}
+PHONES = ("a", "b", "ʃ")  # of the corpus the module's model trains on; "i" is for fine-tuning
 
 
 def tone_sequence(phonemes, seed, rate=RATE, seconds=0.12):
@@ -30,14 +31,14 @@ def tone_sequence(phonemes, seed, rate=RATE, seconds=0.12):
     return (np.concatenate(parts) + 0.01 * rng.normal(size=len(t) * len(phonemes))).astype("float32")
 
 
-def write_corpus(root, count=16):
-    """``count`` utterances by two speakers in ``root/audio``, a TSV manifest
-    (dev = the last four, split column) at ``root/manifest.tsv``."""
+def write_corpus(root, count=16, phones=PHONES):
+    """``count`` utterances of ``phones`` by two speakers in ``root/audio``,
+    a TSV manifest (dev = the last four, split column) at ``root/manifest.tsv``."""
     (root / "audio").mkdir(parents=True, exist_ok=True)
     rng = np.random.default_rng(0)
     lines = ["path\tspeaker\tsplit\tphonemes"]
     for index in range(count):
-        phonemes = list(rng.choice(list(TONES), size=rng.integers(1, 4)))
+        phonemes = list(rng.choice(list(phones), size=rng.integers(1, 4)))
         soundfile.write(root / "audio" / f"u{index}.wav", tone_sequence(phonemes, index), RATE)
         split = "dev" if index >= count - 4 else "train"
         lines.append(f"audio/u{index}.wav\ts{index % 2}\t{split}\t{' '.join(phonemes)}")
@@ -260,7 +261,7 @@ def test_training_scores_dev_per_with_counts(trained):
 
     epochs = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     assert epochs and all("dev_per" in e and isinstance(e["dev_deletions"], int) for e in epochs)
-    assert json.loads((run / "assets.json").read_text())["phones"] == sorted(TONES)
+    assert json.loads((run / "assets.json").read_text())["phones"] == sorted(PHONES)
 
 
 def test_evaluate_with_a_beam(trained, capsys):
@@ -429,3 +430,72 @@ def test_front_end_options_train_export_and_ignore_padding(tmp_path):
     for wave, expected in zip(waves, served):
         alone = serve(waveform=tf.constant(wave[None]), lengths=tf.constant([len(wave)], tf.int32))
         assert alone["phonemes"].numpy()[0] == expected
+
+
+
+@pytest.fixture(scope="module")
+def source_model(tmp_path_factory):
+    """A model that knows a, b and ʃ well enough to fine-tune (12 epochs)."""
+    root = tmp_path_factory.mktemp("source")
+    write_corpus(root, count=32)
+    (root / "recipe.yaml").write_text(RECIPE)
+    assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(root), "--run-dir",
+                 str(root / "run"), "--quiet", "--set", "train.epochs=12",
+                 "--set", "train.optimizer.learning_rate=0.02"]) == 0
+    return root, root / "run"
+
+
+def classifier(run):
+    from lstm_core.runs import load_run
+
+    layer = load_run(run).model.classifier
+    return np.asarray(layer.kernel), np.asarray(layer.bias)
+
+
+def dev_per(run, manifest, capsys):
+    capsys.readouterr()
+    assert main(["evaluate", str(run), "--data", str(manifest)]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    return float(next(line for line in lines if line.startswith("per: ")).split()[1])
+
+
+def test_finetune_to_another_phone_set_keeps_the_shared_phones_rows(source_model, tmp_path):
+    import json
+
+    root, run = source_model
+    write_corpus(tmp_path, phones=("a", "b", "i"))  # gains i, loses ʃ
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
+                 str(tmp_path), "--run-dir", str(tmp_path / "tuned"), "--quiet",
+                 "--set", "train.epochs=1", "--set", "finetune.learning_rate=0.0"]) == 0
+    changes = json.loads((tmp_path / "tuned" / "vocabularies.json").read_text())["phones"]
+    assert (changes["kept"], changes["added_first"], changes["dropped_first"]) == (3, ["i"], ["ʃ"])
+    (kernel, bias), (tuned_kernel, tuned_bias) = classifier(run), classifier(tmp_path / "tuned")
+    # classes: blank a b ʃ before, blank a b i after
+    np.testing.assert_array_equal(tuned_kernel[:, :3], kernel[:, :3])
+    np.testing.assert_array_equal(tuned_bias[:3], bias[:3])
+    assert not np.array_equal(tuned_kernel[:, 3], kernel[:, 3])
+    first = json.loads((tmp_path / "tuned" / "metrics.jsonl").read_text().splitlines()[0])
+    assert first["epoch"] == 0 and "dev_per" in first
+
+
+def test_finetune_learns_a_new_phone_and_keeps_the_old_ones(source_model, tmp_path, capsys):
+    import json
+
+    root, run = source_model
+    write_corpus(tmp_path, count=24, phones=("a", "b", "ʃ", "i"))
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
+                 str(tmp_path), "--run-dir", str(tuned), "--quiet",
+                 "--set", "train.epochs=10", "--set", "finetune.learning_rate=0.02"]) == 0
+    records = [json.loads(line) for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    assert records[0]["epoch"] == 0 and min(r["dev_per"] for r in records[1:]) < records[0]["dev_per"]
+    capsys.readouterr()
+    assert main(["predict", str(tuned), str(tmp_path / "manifest.tsv")]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    manifest = (tmp_path / "manifest.tsv").read_text().splitlines()[1:]
+    with_i = [line for line in manifest if "i" in line.split("\t")[3].split()]
+    found = [line for line in lines if "i" in line.split("\t")[1].split()]
+    assert with_i and len(found) >= len(with_i) / 2, (with_i, lines)
+    # the old phones on the old dev data: PER at most 15 points worse
+    old = root / "manifest.tsv"
+    assert dev_per(tuned, old, capsys) <= dev_per(run, old, capsys) + 15

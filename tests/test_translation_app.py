@@ -302,3 +302,55 @@ def test_dot_attention_of_mismatched_sizes_is_a_recipe_error(trained):
     with pytest.raises(RecipeError, match="dot attention needs queries and memory of one size"):
         app.build_model({**config, "model": model}, assets)
     assert app.dev_metric({"data": {"dev_score": "loss"}}) == ""
+
+
+# -- fine-tuning --------------------------------------------------------------------
+
+
+def new_domain(root):
+    """Pairs the module's model never saw, all about named people: train from
+    the rest of the sample's training text, dev from its dev text."""
+    names = ("Anna", "Tom", "Maria", "Peter", "Lena", "Omar", "Yuki", "Carlos", "Ingrid", "Kofi")
+
+    def about_people(lines):
+        return [line for line in lines if any(name in line.split("\t")[0] for name in names)]
+
+    train = (SAMPLE / "train.tsv").read_text(encoding="utf-8").splitlines()[320:]
+    dev = (SAMPLE / "dev.tsv").read_text(encoding="utf-8").splitlines()[16:]
+    for split, lines, count in (("train", train, 240), ("dev", dev, 24)):
+        (root / f"{split}.tsv").write_text("\n".join(about_people(lines)[:count]) + "\n",
+                                           encoding="utf-8")
+    (root / "test.tsv").write_text((root / "dev.tsv").read_text(encoding="utf-8"), encoding="utf-8")
+
+
+def test_finetune_on_a_new_domain_keeps_the_subwords_and_lowers_its_loss(trained, tmp_path):
+    root, run = trained
+    new_domain(tmp_path)
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
+                 str(tmp_path), "--run-dir", str(tuned), "--quiet", "--set", "train.epochs=3",
+                 "--set", "data.dev_score=loss", "--set", "finetune.learning_rate=0.01"]) == 0
+    assert (tuned / "assets" / "shared.model").read_bytes() == (run / "assets" / "shared.model").read_bytes()
+    assert not (tuned / "vocabularies.json").exists()
+    losses = [json.loads(line)["dev_loss"] for line in (tuned / "metrics.jsonl").read_text().splitlines()]
+    assert len(losses) == 4 and all(b < a for a, b in zip(losses, losses[1:])), losses  # epoch 0 first
+
+
+def test_finetune_with_new_subwords_carries_the_shared_pieces_rows_over(trained, tmp_path):
+    root, run = trained
+    new_domain(tmp_path)
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
+                 str(tmp_path), "--run-dir", str(tuned), "--quiet", "--set", "train.epochs=1",
+                 "--set", "data.subwords.finetune=new", "--set", "data.subwords.vocab_size=200",
+                 "--set", "finetune.learning_rate=0.0", "--set", "data.dev_score=loss"]) == 0
+    changes = json.loads((tuned / "vocabularies.json").read_text())
+    assert changes["source"]["kept"] > 50 and changes["source"]["added"] > 0
+    old, new = load_run(run), load_run(tuned)
+    pieces = {side: TranslationApp().vocabularies(r.assets)["target"] for side, r in
+              (("old", old), ("new", new))}
+    shared = [p for p in pieces["new"] if p in set(pieces["old"])]
+    before, after = (np.asarray(r.model.target_embedding.embeddings) for r in (old, new))
+    for piece in shared[:40]:
+        np.testing.assert_array_equal(after[pieces["new"].index(piece)],
+                                      before[pieces["old"].index(piece)])

@@ -76,6 +76,9 @@ class ToyApp(App):
                             doc="a JSON-lines test set scored at the end, if given"),
         "dev_score": Field(str, "accuracy", choices=["accuracy", "loss"],
                            doc="what picks the best epoch: the metric, or the dev loss"),
+        "labels": Field(list, LABELS, items=str,
+                        doc="the output classes, by name (a fine-tune may reorder, add or drop "
+                            "some); the data's are negative and positive"),
     }
     model_schema = {"units": Field(int, 8, min=1, doc="LSTM units")}
     decode_schema = {"threshold": Field(float, 0.5, min=0, max=1,
@@ -88,15 +91,28 @@ class ToyApp(App):
         return "" if config["data"]["dev_score"] == "loss" else self.metric
 
     def build_assets(self, config, data_root, folder):
-        (Path(folder) / "labels.txt").write_text("".join(label + "\n" for label in LABELS))
-        return {"labels": LABELS}
+        labels = config["data"]["labels"]
+        (Path(folder) / "labels.txt").write_text("".join(label + "\n" for label in labels))
+        return {"labels": labels}
+
+    def finetune_assets(self, config, data_root, folder, previous):
+        return self.build_assets(config, data_root, folder)
+
+    def vocabularies(self, assets):
+        return {"labels": assets["labels"]}
+
+    def vocabulary_axes(self, model):
+        output = model.get_layer("output")
+        return [(output.kernel, (None, "labels")), (output.bias, ("labels",))]
 
     def build_data(self, config, data_root, assets):
         data, seed, batch = config["data"], config["train"]["seed"], config["train"]["batch_size"]
+        labels = (assets or {"labels": LABELS})["labels"]  # unit tests pass None
         split = {}
         for name, count, offset in (("train", data["size"], 0), ("dev", data["dev_size"], 1000)):
             xs, ys = sequences(seed + offset, count, data["max_length"])
-            split[name] = make_dataset([(x[:, None], y) for x, y in zip(xs, ys)], batch_size=batch,
+            ids = [labels.index(LABELS[y]) for y in ys]  # in the model's order of labels
+            split[name] = make_dataset([(x[:, None], y) for x, y in zip(xs, ids)], batch_size=batch,
                                        length=lambda x, y: tf.shape(x)[0], shuffle=name == "train",
                                        seed=seed, num_buckets=2)
         train = split["train"]
@@ -109,9 +125,10 @@ class ToyApp(App):
     def build_model(self, config, assets):
         inputs = keras.Input((None, 1), name="values")
         h = keras.layers.Masking(0.0)(inputs)
-        h = keras.layers.Dense(4, activation="tanh")(h)
-        h = keras.layers.LSTM(config["model"]["units"])(h)
-        outputs = keras.layers.Dense(len(assets["labels"]), activation="softmax", dtype="float32")(h)
+        h = keras.layers.Dense(4, activation="tanh", name="project")(h)
+        h = keras.layers.LSTM(config["model"]["units"], name="lstm")(h)
+        outputs = keras.layers.Dense(len(assets["labels"]), activation="softmax", dtype="float32",
+                                     name="output")(h)
         return keras.Model(inputs, outputs)
 
     def loss(self, config):
@@ -127,7 +144,8 @@ class ToyApp(App):
                                config["data"]["max_length"])
         else:
             xs, ys = self.read(path)
-        probabilities = np.asarray(model(pad(xs), training=False))[:, 1]
+        positive = (assets or {"labels": LABELS})["labels"].index("positive")  # unit tests pass None
+        probabilities = np.asarray(model(pad(xs), training=False))[:, positive]
         predicted = probabilities > config["decode"]["threshold"]
         accuracy = float(np.mean(predicted == np.asarray(ys)))
         if figure is not None:

@@ -17,6 +17,12 @@ SCHEMES = ["bio", "iobes"]
 OPTIONAL_PATH = (str, type(None))
 
 
+def extended(known, more):
+    """``known``, then the entries of ``more`` it lacks, in their order."""
+    seen = set(known)
+    return known + [entry for entry in more if entry not in seen]
+
+
 class NERApp(App):
     name = "ner"
     metric = "f1"
@@ -90,6 +96,31 @@ class NERApp(App):
                 "scheme": data["scheme"], "lowercase": data["lowercase"],
                 "max_word_length": data["max_word_length"]}
 
+    def finetune_assets(self, config, data_root, folder, previous):
+        """The starting run's words, characters and entity types, then the
+        new data's: a fine-tune adds entity types (in the recipe's scheme,
+        which may be another) and words, and forgets none."""
+        new = self.build_assets(config, data_root, folder)
+        types = {tag[2:] for tag in previous["tags"] + new["tags"] if tag != "O"}
+        return {**new, "words": extended(previous["words"], new["words"]),
+                "chars": extended(previous["chars"], new["chars"]),
+                "tags": conll.scheme_tags(types, config["data"]["scheme"])}
+
+    def vocabularies(self, assets):
+        reserved = ["\0padding", "\0unknown"]  # ids PAD and UNK
+        return {"words": reserved + assets["words"], "chars": reserved + assets["chars"],
+                "tags": assets["tags"]}
+
+    def vocabulary_axes(self, model):
+        axes = [(model.word_embedding.embeddings, ("words", None)),
+                (model.scores.kernel, (None, "tags")), (model.scores.bias, ("tags",))]
+        if model.char_encoder != "none":
+            axes.append((model.char_embedding.embeddings, ("chars", None)))
+        if model.crf is not None:
+            axes += [(model.crf.transitions, ("tags", "tags")),
+                     (model.crf.start_transitions, ("tags",)), (model.crf.end_transitions, ("tags",))]
+        return axes
+
     def build_data(self, config, data_root, assets):
         train = self.dataset("train", config, assets, shuffle=True)
         dev = self.dataset("dev", config, assets, shuffle=False)
@@ -125,8 +156,8 @@ class NERApp(App):
             types = sorted({tag[2:] for tag in assets["tags"][1:]})
             raise UserError(
                 f"{split} data: the model has no tag {', '.join(unknown)}; it knows the "
-                f"entity types {', '.join(types) or '(none)'}. A model cannot learn new "
-                f"entity types by fine-tuning: train a new one on data with all of them.")
+                f"entity types {', '.join(types) or '(none)'} (fine-tune it on data with the "
+                f"others to add them: lstm-suite finetune)")
         return [[ids[tag] for tag in sentence] for sentence in tags]
 
     # -- model ----------------------------------------------------------------

@@ -341,7 +341,11 @@ def build_vocab(sentences, min_count=1, lowercase=False, scheme="iobes") -> dict
             words[token.lower() if lowercase else token] += 1
             chars.update(token)
         types.update(kind for kind, _, _ in chunks(sentence.tags))
-    prefixes = SCHEME_PREFIXES[_scheme(scheme)]
-    tags = sorted(f"{prefix}-{kind}" for kind in types for prefix in prefixes)
     return {"words": _by_frequency(words, min_count), "chars": _by_frequency(chars),
-            "tags": ["O"] + tags}
+            "tags": scheme_tags(types, scheme)}
+
+
+def scheme_tags(types, scheme) -> list[str]:
+    """``O``, then every tag of ``scheme`` for each entity type, sorted."""
+    prefixes = SCHEME_PREFIXES[_scheme(scheme)]
+    return ["O"] + sorted(f"{prefix}-{kind}" for kind in types for prefix in prefixes)

@@ -243,6 +243,20 @@ class PhonemeApp(App):
             assets["feature_statistics"] = self.feature_statistics(config, data_root)
         return assets
 
+    def finetune_assets(self, config, data_root, folder, previous):
+        """The new data's phone set (shared phones keep their rows, new ones
+        are learned, dropped ones go), normalised as the starting run was."""
+        new = self.build_assets(config, data_root, folder)
+        if "feature_statistics" in previous and "feature_statistics" in new:
+            new["feature_statistics"] = previous["feature_statistics"]
+        return new
+
+    def vocabularies(self, assets):
+        return {"phones": ["\0blank"] + assets["phones"]}  # class 0 is the CTC blank
+
+    def vocabulary_axes(self, model):
+        return [(model.classifier.kernel, (None, "phones")), (model.classifier.bias, ("phones",))]
+
     def build_data(self, config, data_root, assets):
         return (self.dataset("train", config, assets, shuffle=True, data_root=data_root),
                 self.dataset("dev", config, assets, shuffle=False, data_root=data_root))

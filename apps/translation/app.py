@@ -74,6 +74,10 @@ class TranslationApp(App):
                                             "subword; the rarest others become unknown"),
             "sample_sentences": Field(int, 1_000_000, min=1,
                                       doc="sentences drawn from a larger text to learn from"),
+            "finetune": Field(str, "keep", choices=["keep", "new"],
+                              doc="lstm-suite finetune: keep the starting run's subwords, or "
+                                  "learn new ones from this data (pieces in both keep their "
+                                  "embedding and output rows)"),
         },
         "max_source_length": Field(int, 100, min=1,
                                    doc="training pairs with more source subwords are left out "
@@ -219,6 +223,23 @@ class TranslationApp(App):
         return {"source_model": "source.model", "target_model": "target.model",
                 "source_vocab": subwords.train(sources, Path(folder) / "source.model", **options),
                 "target_vocab": subwords.train(targets, Path(folder) / "target.model", **options)}
+
+    def finetune_assets(self, config, data_root, folder, previous):
+        if config["data"]["subwords"]["finetune"] == "keep":
+            return previous
+        return self.build_assets(config, data_root, folder)
+
+    def vocabularies(self, assets):
+        return {side: [p.id_to_piece(i) for i in range(p.get_piece_size())]
+                for side, p in zip(("source", "target"), self.processors(assets))}
+
+    def vocabulary_axes(self, model):
+        axes = [(model.source_embedding.embeddings, ("source", None)),
+                (model.target_embedding.embeddings, ("target", None)),
+                (model.logits.bias, ("target",))]
+        if not model.logits.tied:
+            axes.append((model.logits.kernel, (None, "target")))
+        return axes
 
     def processors(self, assets):
         """The Python SentencePiece processors of the source and target."""

@@ -281,6 +281,26 @@ def test_finetune_learns_a_new_entity_type_and_keeps_the_old_ones(trained, tmp_p
         assert after[kind] >= before[kind] - 10, (kind, before, after)
 
 
+def test_finetune_starts_new_words_from_pretrained_vectors_and_keeps_known_ones(trained, tmp_path):
+    root, run = trained
+    write_org_conll(tmp_path / "train.txt", 8, 4)
+    write_org_conll(tmp_path / "dev.txt", 4, 5)
+    (tmp_path / "vectors.txt").write_text("Nordbank " + " ".join(["0.5"] * 8) + "\n"
+                                          "Anna " + " ".join(["9"] * 8) + "\n")
+    tuned = tmp_path / "tuned"
+    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
+                 str(tmp_path), "--run-dir", str(tuned), "--quiet", "--set", "train.epochs=1",
+                 "--set", "data.embeddings=vectors.txt", "--set", "finetune.learning_rate=0.0"]) == 0
+    old, new = load_run(run), load_run(tuned)
+
+    def row(loaded, word):  # ids 0 and 1 are padding and unknown
+        table = keras.ops.convert_to_numpy(loaded.model.word_embedding.embeddings)
+        return table[2 + loaded.assets["words"].index(word)]
+
+    np.testing.assert_array_equal(row(new, "Nordbank"), [0.5] * 8)  # new: from the vectors
+    np.testing.assert_array_equal(row(new, "Anna"), row(old, "Anna"))  # known: as trained
+
+
 def test_vector_files_glove_and_word2vec(tmp_path):
     glove = tmp_path / "glove.txt"
     glove.write_text("the 1 2\n. . . 3 4\nParis 5 6\n")  # a word with spaces, as in GloVe 840B

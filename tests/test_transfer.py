@@ -16,6 +16,12 @@ def weights(run):
     return {layer.name: [np.asarray(w) for w in layer.weights] for layer in model.layers}
 
 
+def assert_same(old, new, *layers):
+    for name in layers:
+        for a, b in zip(old[name], new[name]):
+            np.testing.assert_array_equal(a, b)
+
+
 def finetune(toy_app, tmp_path, trained_run, *overrides):
     app, config, root = toy_config(tmp_path, "train.epochs=1", *overrides)
     run = tmp_path / "tuned"
@@ -40,9 +46,7 @@ def test_new_labels_keep_the_old_ones_rows_and_the_start_is_scored_as_epoch_0(
     run = finetune(toy_app, tmp_path, trained_run, "data.labels=[positive, negative, neutral]",
                    "finetune.learning_rate=0.0")
     old, new = weights(trained_run), weights(run)
-    for name in ("project", "lstm"):
-        for a, b in zip(old[name], new[name]):
-            np.testing.assert_array_equal(a, b)
+    assert_same(old, new, "project", "lstm")
     (kernel, bias), (new_kernel, new_bias) = old["output"], new["output"]
     np.testing.assert_array_equal(new_kernel[:, :2], kernel[:, ::-1])  # reordered, kept
     np.testing.assert_array_equal(new_bias[:2], bias[::-1])
@@ -67,9 +71,7 @@ def test_frozen_layers_keep_the_starting_weights(trained_run, toy_app, tmp_path)
     run = finetune(toy_app, tmp_path, trained_run, "finetune.freeze=[lst, project]",
                    "finetune.learning_rate=0.05")
     old, new = weights(trained_run), weights(run)
-    for name in ("project", "lstm"):
-        for a, b in zip(old[name], new[name]):
-            np.testing.assert_array_equal(a, b)
+    assert_same(old, new, "project", "lstm")
     assert not np.array_equal(old["output"][0], new["output"][0])
 
 

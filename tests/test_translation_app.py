@@ -323,13 +323,20 @@ def new_domain(root):
     (root / "test.tsv").write_text((root / "dev.tsv").read_text(encoding="utf-8"), encoding="utf-8")
 
 
-def test_finetune_on_a_new_domain_keeps_the_subwords_and_lowers_its_loss(trained, tmp_path):
+def finetune_on_new_domain(trained, folder, *settings):
+    """The fine-tuned run (dev scored by its loss) in ``folder``/tuned."""
     root, run = trained
-    new_domain(tmp_path)
-    tuned = tmp_path / "tuned"
+    new_domain(folder)
+    tuned = folder / "tuned"
+    overrides = [arg for setting in ("data.dev_score=loss", *settings) for arg in ("--set", setting)]
     assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
-                 str(tmp_path), "--run-dir", str(tuned), "--quiet", "--set", "train.epochs=3",
-                 "--set", "data.dev_score=loss", "--set", "finetune.learning_rate=0.01"]) == 0
+                 str(folder), "--run-dir", str(tuned), "--quiet", *overrides]) == 0
+    return tuned
+
+
+def test_finetune_on_a_new_domain_keeps_the_subwords_and_lowers_its_loss(trained, tmp_path):
+    run = trained[1]
+    tuned = finetune_on_new_domain(trained, tmp_path, "train.epochs=3", "finetune.learning_rate=0.01")
     assert (tuned / "assets" / "shared.model").read_bytes() == (run / "assets" / "shared.model").read_bytes()
     assert not (tuned / "vocabularies.json").exists()
     losses = [json.loads(line)["dev_loss"] for line in (tuned / "metrics.jsonl").read_text().splitlines()]
@@ -337,13 +344,9 @@ def test_finetune_on_a_new_domain_keeps_the_subwords_and_lowers_its_loss(trained
 
 
 def test_finetune_with_new_subwords_carries_the_shared_pieces_rows_over(trained, tmp_path):
-    root, run = trained
-    new_domain(tmp_path)
-    tuned = tmp_path / "tuned"
-    assert main(["finetune", str(root / "recipe.yaml"), "--from", str(run), "--data-dir",
-                 str(tmp_path), "--run-dir", str(tuned), "--quiet", "--set", "train.epochs=1",
-                 "--set", "data.subwords.finetune=new", "--set", "data.subwords.vocab_size=200",
-                 "--set", "finetune.learning_rate=0.0", "--set", "data.dev_score=loss"]) == 0
+    run = trained[1]
+    tuned = finetune_on_new_domain(trained, tmp_path, "train.epochs=1", "data.subwords.finetune=new",
+                                   "data.subwords.vocab_size=200", "finetune.learning_rate=0.0")
     changes = json.loads((tuned / "vocabularies.json").read_text())
     assert changes["source"]["kept"] > 50 and changes["source"]["added"] > 0
     old, new = load_run(run), load_run(tuned)

@@ -28,6 +28,7 @@ bench: install
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/lstm_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/phonemes_speed.py
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/seq2seq_speed.py
+	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/multi_worker.py --pin
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/ner_conll2003.py --data-dir "$(DATA)"
 	TF_CPP_MIN_LOG_LEVEL=2 $(BIN)/python benchmarks/translation_speed.py recipes/translation/multi30k_en_de.yaml --data-dir "$(DATA)"
 

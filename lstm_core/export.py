@@ -21,7 +21,7 @@ import numpy as np
 import tensorflow as tf
 
 from lstm_core.errors import UserError
-from lstm_core.runs import atomic_path, load_run
+from lstm_core.runs import atomic_path, load_run, remove_stale_siblings
 
 #: Top-level packages of this suite: a serving process must not need them.
 SUITE = ("lstm_core", "apps")
@@ -257,8 +257,9 @@ def export_run(run_dirs, out_dir, *, check=None, overrides=()):
     (an export never overwrites); it is written into a temporary directory
     next to it and renamed into place only after saving (and the
     fresh-process check, when ``check`` or, if None, the recipe's
-    ``export.check`` says so) succeeded. The run's asset files are copied
-    into the SavedModel's ``assets/``."""
+    ``export.check`` says so) succeeded; the temporary a killed export to
+    ``out_dir`` left is removed. The run's asset files are copied into the
+    SavedModel's ``assets/``."""
     out_dir = Path(out_dir)
     if out_dir.exists() and (not out_dir.is_dir() or any(out_dir.iterdir())):
         raise UserError(f"{out_dir} exists and is not empty; won't overwrite it "
@@ -280,6 +281,7 @@ def export_run(run_dirs, out_dir, *, check=None, overrides=()):
     files = {path.relative_to(assets.folder).as_posix(): path for path in assets.files()}
     archive, concrete = serving_archive(module, files)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
+    remove_stale_siblings(out_dir)  # a killed export's half-written SavedModel
     with atomic_path(out_dir) as tmp:
         try:
             tf.saved_model.save(archive, str(tmp), signatures={"serving_default": concrete})

@@ -106,10 +106,31 @@ def write_config(config: dict, path) -> None:
 
 
 def remove_stale(run_dir):
-    """Temporary files a killed process left in the run directory."""
-    run_dir = Path(run_dir)
-    for stale in [*run_dir.glob(".tmp-*"), *(run_dir / "checkpoints").glob(".tmp-*")]:
+    """Temporary files a killed process left anywhere in the run directory
+    (plots/ too: a kill while a plot is drawn leaves one there)."""
+    for stale in sorted(Path(run_dir).rglob(".tmp-*")):  # a folder before what it holds
         remove(stale)
+
+
+def remove_stale_siblings(path):
+    """Temporaries of ``path`` (:func:`atomic_path`'s names) whose process is
+    gone: what a killed writer of ``path`` left next to it. On POSIX only
+    (elsewhere no process can be asked about)."""
+    path = Path(path)
+    for stale in path.parent.glob(f".tmp-*-{path.name}"):
+        pid = stale.name[len(".tmp-"):-len(path.name) - 1]
+        if os.name == "posix" and pid.isdigit() and not _running(int(pid)):
+            remove(stale)
+
+
+def _running(pid):
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # another user's
+        return True
+    return True
 
 
 # -- assets ------------------------------------------------------------------------

@@ -3,7 +3,10 @@
 TF1 session as TensorFlow Serving loads it, with the same outputs; carrying
 the run's asset files; never overwriting, never half-written."""
 
+import os
 import shutil
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -169,6 +172,16 @@ def test_a_failed_export_leaves_nothing_behind(trained_run, toy_app, tmp_path, m
     with pytest.raises(UserError, match="cannot write the SavedModel to .*out: No space left"):
         export.export_run(trained_run, tmp_path / "out", check=False)
     assert not (tmp_path / "out").exists() and not leftovers(tmp_path)
+
+
+@pytest.mark.skipif(os.name != "posix", reason="asks whether a process id runs")
+def test_an_export_removes_what_a_killed_export_to_it_left(trained_run, toy_app, tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    (tmp_path / f".tmp-{dead}-out" / "variables").mkdir(parents=True)  # SIGKILLed mid-save
+    (tmp_path / f".tmp-{dead}-out" / "saved_model.pb").write_text("half")
+    assert (export.export_run(trained_run, tmp_path / "out", check=False) / "saved_model.pb").is_file()
+    assert not leftovers(tmp_path)
 
 
 @pytest.mark.parametrize("loader", ["tf2", "tf1"])

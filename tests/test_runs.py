@@ -3,6 +3,8 @@ checkpoint bookkeeping."""
 
 import json
 import os
+import subprocess
+import sys
 
 import pytest
 
@@ -60,6 +62,30 @@ def test_only_the_last_checkpoints_are_kept_and_incomplete_ones_ignored(tmp_path
     runs.prune_checkpoints(tmp_path)
     assert [p.name for p in runs.checkpoints(tmp_path)] == ["ckpt-0002-0000000", "ckpt-0003-0000000"]
     assert runs.model_file(tmp_path) == tmp_path / "checkpoints" / "ckpt-0003-0000000" / "state.weights.h5"
+
+
+def test_stale_temporaries_are_removed_from_every_folder_of_a_run(tmp_path):
+    """What a run killed mid-write leaves: plots/ included (a kill while a
+    plot was drawn left plots/.tmp-PID-loss.png for good)."""
+    for name in (".tmp-7-metrics.jsonl", "checkpoints/.tmp-7-ckpt-0001-0000000/state.json",
+                 "plots/.tmp-7-loss.png", "plots/loss.png", "metrics.jsonl"):
+        (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / name).write_text("x")
+    runs.remove_stale(tmp_path)
+    assert sorted(p.relative_to(tmp_path).as_posix() for p in tmp_path.rglob("*")) == [
+        "checkpoints", "metrics.jsonl", "plots", "plots/loss.png"]
+
+
+@pytest.mark.skipif(os.name != "posix", reason="asks whether a process id runs")
+def test_only_a_dead_writer_s_temporary_of_the_same_target_is_removed(tmp_path):
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = [f".tmp-{dead}-out", f".tmp-{os.getpid()}-out", f".tmp-{dead}-x-out", f".tmp-{dead}-out2"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "saved_model.pb").write_text("half")
+    runs.remove_stale_siblings(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
 
 
 def test_a_run_without_a_model_says_so(tmp_path):

@@ -40,7 +40,6 @@ import json
 import os
 import platform
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
@@ -49,6 +48,8 @@ from pathlib import Path
 
 import numpy as np
 import yaml
+
+from lstm_core.distribute import free_local_ports
 
 REPO = Path(__file__).resolve().parents[1]
 APPS = ("ner", "phonemes", "translation")
@@ -92,20 +93,10 @@ sys.exit(main(sys.argv[1:]))
 """
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run(folder, train_args, workers, cpus, timeout):
     """Train with ``workers`` processes (1: no TF_CONFIG); a dict per process:
     exit code, pid, its $TMPDIR, its saved weights and clock (None if none)."""
-    ports = free_ports(workers)
+    ports = free_local_ports(workers)
     launched = []
     for index in range(workers):
         out, tmp = folder / f"worker-{index}", folder / f"tmp-{index}"

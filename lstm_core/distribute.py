@@ -13,6 +13,7 @@ import atexit
 import concurrent.futures
 import json
 import os
+import socket
 import shutil
 import tempfile
 import zlib
@@ -228,3 +229,16 @@ def clip_summed_gradients(optimizer):
 
     optimizer._clip_gradients = sum_then_clip
     optimizer._all_reduce_sum_gradients = lambda grads_and_vars: grads_and_vars
+
+
+def free_local_ports(count):
+    """``count`` free TCP ports on 127.0.0.1, for a cluster of workers on
+    one machine (the tests, benchmarks/multi_worker.py, trying
+    ``train.strategy: multi_worker`` out before a real cluster)."""
+    sockets = [socket.socket() for _ in range(count)]
+    for s in sockets:
+        s.bind(("127.0.0.1", 0))
+    ports = [s.getsockname()[1] for s in sockets]
+    for s in sockets:
+        s.close()
+    return ports

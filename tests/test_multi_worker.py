@@ -13,7 +13,6 @@ process: a model's own loss, and SpecAugment's masks."""
 import json
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -24,6 +23,7 @@ import numpy as np
 import pytest
 
 from lstm_core import runs, trainer
+from lstm_core.distribute import free_local_ports
 from lstm_core.cli import main
 from tests.bad_inputs.cases import DEV_PAIRS, PAIRS
 from tests.test_ner_app import write_conll
@@ -62,20 +62,10 @@ sys.exit(main(sys.argv[1:]))
 Worker = namedtuple("Worker", "code output pid weights tmp")
 
 
-def free_ports(count):
-    sockets = [socket.socket() for _ in range(count)]
-    for s in sockets:
-        s.bind(("127.0.0.1", 0))
-    ports = [s.getsockname()[1] for s in sockets]
-    for s in sockets:
-        s.close()
-    return ports
-
-
 def run_cluster(folder, args_of):
     """Run ``lstm-suite train`` on a two-worker cluster, worker ``i`` with the
     arguments ``args_of(i)``; a :class:`Worker` for each."""
-    ports = free_ports(2)
+    ports = free_local_ports(2)
     workers = []
     for index in range(2):
         tmp = folder / f"tmp-{index}"

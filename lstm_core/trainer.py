@@ -223,8 +223,7 @@ class Recorder(keras.callbacks.Callback):
                                                             else value < best))
         if improved:
             self.state.update(best=float(value), best_epoch=epoch + 1)
-        with open(self.run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
-            f.write(json.dumps(record) + "\n")
+        append_record(self.run_dir, record)
         plot_curves(self.records, self.run_dir / "plots", self.monitor)
         self.state["callbacks"] = {
             name: {key: getattr(cb, key) for key in ("wait", "best", "best_epoch", "cooldown_counter")
@@ -361,6 +360,11 @@ def score_start(dev, model, records, run_dir):
     record = {"epoch": 0, "step": 0, **{f"dev_{k}": v for k, v in scores.items()
                                         if isinstance(v, (int, float))}}
     records.append(record)
+    append_record(run_dir, record)
+
+
+def append_record(run_dir, record):
+    """One epoch's line of ``metrics.jsonl``."""
     with open(run_dir / "metrics.jsonl", "a", encoding="utf-8") as f:
         f.write(json.dumps(record) + "\n")
 

@@ -301,13 +301,22 @@ def resume_state(run_dir, quiet):
              {"epoch": 0, "step": 0, "best": None, "best_epoch": None, "callbacks": {}})
     path = run_dir / "metrics.jsonl"
     lines = path.read_text(encoding="utf-8").splitlines() if path.exists() else []
-    records = [r for r in map(json.loads, filter(None, lines)) if r["epoch"] <= state["epoch"]]
+    records = [r for r in map(parse_record, lines) if r and r["epoch"] <= state["epoch"]]
     if lines:
         runs.write_text(path, "".join(json.dumps(r) + "\n" for r in records))
     if last and not quiet:
         print(f"resuming {run_dir} from {last.name}: {state['epoch']} epochs and {state['step']} "
               f"steps done")
     return last, state, records
+
+
+def parse_record(line):
+    """A ``metrics.jsonl`` line's record; None for an empty line or the
+    partial last line of a process killed while appending it."""
+    try:
+        return json.loads(line) if line else None
+    except json.JSONDecodeError:
+        return None
 
 
 def build_assets(app, config, data_root, run_dir, init_from, staging):

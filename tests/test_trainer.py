@@ -164,6 +164,27 @@ def test_an_epoch_killed_before_its_first_checkpoint_is_not_recorded_twice(tmp_p
     assert [r["epoch"] for r in records(run)] == [1, 2]
 
 
+def test_a_metrics_line_cut_short_by_a_kill_is_dropped_on_resume(tmp_path, toy_app, monkeypatch):
+    app, config, root = toy_config(tmp_path, "train.epochs=2")
+    run = tmp_path / "run"
+    append = trainer.append_record
+
+    def append_half(run_dir, record):  # killed while writing epoch 2's line
+        if record["epoch"] == 2:
+            with open(run_dir / "metrics.jsonl", "a") as f:
+                f.write(json.dumps(record)[:20])
+            raise KeyboardInterrupt
+        append(run_dir, record)
+
+    with monkeypatch.context() as patch:
+        patch.setattr(trainer, "append_record", append_half)
+        with pytest.raises(KeyboardInterrupt):
+            trainer.train(app, config, run, root, quiet=True)
+    assert not (run / "metrics.jsonl").read_text().endswith("\n")
+    trainer.train(app, config, run, root, quiet=True)
+    assert [r["epoch"] for r in records(run)] == [1, 2]
+
+
 def test_a_best_model_checkpointed_but_not_yet_published_is_published_on_resume(tmp_path, toy_app,
                                                                                  monkeypatch):
     app, config, root = toy_config(tmp_path, "train.epochs=1")

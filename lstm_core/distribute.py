@@ -15,7 +15,6 @@ import json
 import os
 import socket
 import shutil
-import tempfile
 import zlib
 from pathlib import Path
 
@@ -56,8 +55,9 @@ def worker_dir(strategy, run_dir):
     share (:func:`check_workers_agree` tells when they do not)."""
     if is_chief(strategy):
         return run_dir
-    copy = Path(tempfile.mkdtemp(prefix="lstm-suite-worker-"))
-    atexit.register(shutil.rmtree, copy, ignore_errors=True)
+    folder = runs.scratch_folder("worker")
+    atexit.register(folder.cleanup)
+    copy = Path(folder.name)
     for name in ("recipe.yaml", "assets.json", "metrics.jsonl"):
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, copy / name)

@@ -14,14 +14,13 @@ import inspect
 import os
 import subprocess
 import sys
-import tempfile
 from pathlib import Path
 
 import numpy as np
 import tensorflow as tf
 
 from lstm_core.errors import UserError
-from lstm_core.runs import atomic_path, load_run, remove_stale_siblings
+from lstm_core.runs import atomic_path, load_run, remove_stale_siblings, scratch_folder
 
 #: Top-level packages of this suite: a serving process must not need them.
 SUITE = ("lstm_core", "apps")
@@ -180,7 +179,7 @@ def serve_in_fresh_process(saved_model_dir, example, imports=()):
     the suite, that imports ``imports`` and TensorFlow only, and loads the
     SavedModel twice: with ``tf.saved_model.load`` and in a TF1 session."""
     imports = _checked_imports(imports)
-    with tempfile.TemporaryDirectory(prefix="lstm-suite-check-") as empty:
+    with scratch_folder("check") as empty:
         write_tensors(Path(empty) / "inputs", as_arrays(example))
         env = {**os.environ, "PYTHONPATH": empty, "TF_CPP_MIN_LOG_LEVEL": "3"}
         result = subprocess.run(

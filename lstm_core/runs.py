@@ -35,6 +35,7 @@ import filecmp
 import json
 import os
 import shutil
+import tempfile
 import zipfile
 from pathlib import Path
 from typing import NamedTuple
@@ -114,13 +115,29 @@ def remove_stale(run_dir):
 
 def remove_stale_siblings(path):
     """Temporaries of ``path`` (:func:`atomic_path`'s names) whose process is
-    gone: what a killed writer of ``path`` left next to it. On POSIX only
-    (elsewhere no process can be asked about)."""
+    gone: what a killed writer of ``path`` left next to it."""
     path = Path(path)
     for stale in path.parent.glob(f".tmp-*-{path.name}"):
-        pid = stale.name[len(".tmp-"):-len(path.name) - 1]
-        if os.name == "posix" and pid.isdigit() and not _running(int(pid)):
+        if _ended(stale.name[len(".tmp-"):-len(path.name) - 1]):
             remove(stale)
+
+
+def scratch_folder(purpose):
+    """A ``tempfile.TemporaryDirectory`` for this process's ``purpose``
+    (``assets``, ``check``, ...), named with its PID. A SIGKILLed process
+    cannot remove its own, so the folders of ended processes for the same
+    purpose are removed first."""
+    prefix = f"lstm-suite-{purpose}-"
+    for stale in Path(tempfile.gettempdir()).glob(f"{prefix}*-*"):
+        if _ended(stale.name[len(prefix):].split("-")[0]):
+            remove(stale)
+    return tempfile.TemporaryDirectory(prefix=f"{prefix}{os.getpid()}-")
+
+
+def _ended(pid):
+    """Whether ``pid`` (text) is the id of a process that has ended; on
+    POSIX only (elsewhere no process can be asked about)."""
+    return os.name == "posix" and pid.isdigit() and not _running(int(pid))
 
 
 def _running(pid):

@@ -7,7 +7,6 @@ import contextlib
 import copy
 import json
 import math
-import tempfile
 import time
 from pathlib import Path
 
@@ -469,7 +468,7 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     resolved = with_data_files(app, config, data_root)
     # New asset files are staged until the run directory is claimed; the
     # staging folder lives as long as the pipelines that may read from it.
-    with tempfile.TemporaryDirectory(prefix="lstm-suite-assets-") as staging, \
+    with runs.scratch_folder("assets") as staging, \
             precision_policy(t["mixed_precision"]), strategy.scope():
         assets = build_assets(app, resolved, data_root, run_dir, init_from, Path(staging))
         distribute.check_workers_agree(strategy, shared_dir, checkpoint, assets)

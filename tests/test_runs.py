@@ -5,6 +5,8 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
+from pathlib import Path
 
 import pytest
 
@@ -85,6 +87,23 @@ def test_only_a_dead_writer_s_temporary_of_the_same_target_is_removed(tmp_path):
         (tmp_path / name).mkdir()
         (tmp_path / name / "saved_model.pb").write_text("half")
     runs.remove_stale_siblings(tmp_path / "out")
+    assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
+
+
+@pytest.mark.skipif(os.name != "posix", reason="asks whether a process id runs")
+def test_a_scratch_folder_first_removes_those_ended_processes_left(tmp_path, monkeypatch):
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path))
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True).stdout.strip()
+    names = [f"lstm-suite-assets-{dead}-k1", f"lstm-suite-assets-{os.getpid()}-k2",
+             f"lstm-suite-check-{dead}-k3", f"lstm-suite-assets-x{dead}-k4", "other"]
+    for name in names:
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "shared.model").write_text("staged")
+    with runs.scratch_folder("assets") as folder:
+        assert Path(folder).parent == tmp_path
+        assert Path(folder).name.startswith(f"lstm-suite-assets-{os.getpid()}-")
+        assert sorted(os.listdir(tmp_path)) == sorted(names[1:] + [Path(folder).name])
     assert sorted(os.listdir(tmp_path)) == sorted(names[1:])
 
 

@@ -17,6 +17,7 @@ from apps.phonemes.app import PhonemeApp
 from lstm_core import apps
 from lstm_core.cli import main
 from lstm_core.errors import UserError
+from lstm_core.recipes import RecipeError
 
 RATE = 8000
 # Each "phoneme" is a tone: a sequence of them is a sequence of tones.
@@ -111,6 +112,13 @@ def test_manifest_paths_are_relative_to_it_and_splits_choose_rows(tmp_path):
     app, config = config_for(tmp_path, train_manifest=str(manifest), dev_speakers=["bob"])
     assert [u.path.name for u in app.utterances(config, "train")] == ["1.wav"]
     assert [u.path.name for u in app.utterances(config, "dev")] == ["2.wav", "3.wav"]
+    # dev = the rows whose path matches a pattern, likewise left out of training
+    app, config = config_for(tmp_path, train_manifest=str(manifest), dev_paths=r"x/[23]\.wav$")
+    assert [u.path.name for u in app.utterances(config, "train")] == ["1.wav"]
+    assert [u.path.name for u in app.utterances(config, "dev")] == ["2.wav", "3.wav"]
+    app, config = config_for(tmp_path, train_manifest=str(manifest), dev_paths="[")
+    with pytest.raises(RecipeError, match=r"data\.dev_paths: '\[' is not a regular expression"):
+        app.utterances(config, "dev")
 
 
 def test_manifest_errors_name_the_file(tmp_path):

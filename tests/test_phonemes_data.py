@@ -352,8 +352,8 @@ def test_spoken_digit_not_prepared_names_the_folder(tmp_path):
 # -- the recipes ---------------------------------------------------------------------
 
 
-def test_the_timit_and_spoken_digit_recipes_read_their_data(timit_tree, tmp_path,
-                                                            mocked_spoken_digit):
+def test_the_timit_spoken_digit_and_fsdd_recipes_read_their_data(timit_tree, tmp_path,
+                                                                 mocked_spoken_digit):
     from pathlib import Path
 
     from lstm_core.cli import load_config
@@ -363,7 +363,18 @@ def test_the_timit_and_spoken_digit_recipes_read_their_data(timit_tree, tmp_path
     root = tmp_path / "data"
     (root / "tfds").mkdir(parents=True)
     (root / "timit").symlink_to(timit_tree, target_is_directory=True)
-    for recipe, dev in (("timit.yaml", 2), ("spoken_digit.yaml", 3)):
+    (root / "fsdd").mkdir()  # dev: a held-out speaker (fsdd), upstream's takes 0-4 (fsdd_all)
+    names = ["0_ann_3", "0_ann_5", "1_bob_12", "2_yweweler_0", "2_yweweler_40"]
+    (root / "fsdd" / "manifest.tsv").write_text("path\tspeaker\tphonemes\n" + "".join(
+        f"recordings/{name}.wav\t{name.split('_')[1]}\tZ\n" for name in names))
+    for recipe, train, dev in (("timit.yaml", None, 2), ("spoken_digit.yaml", None, 3),
+                               ("fsdd.yaml", [0, 1, 2], [3, 4]),
+                               ("fsdd_all.yaml", [1, 2, 4], [0, 3])):
         app, config, data_root, _ = load_config(recipes / recipe, data_dir=str(root))
         config = with_data_files(app, config, data_root)
-        assert len(app.utterances(config, "dev")) == dev
+        if train is None:
+            assert len(app.utterances(config, "dev")) == dev
+            continue
+        for split, chosen in (("train", train), ("dev", dev)):
+            paths = [u.path.stem for u in app.utterances(config, split)]
+            assert paths == [names[i] for i in chosen], (recipe, split)

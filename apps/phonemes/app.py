@@ -3,6 +3,7 @@ build, score, use and export the CTC phoneme recognizer. Registered as
 ``phonemes`` in ``pyproject.toml``."""
 
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -44,6 +45,10 @@ class PhonemeApp(App):
         "dev_speakers": Field(list, [], items=str,
                               doc="dev = these speakers (left out of training when the "
                                   "manifests are one file, and for data.tfds)"),
+        "dev_paths": Field(OPTIONAL_STR, None,
+                           doc="dev = the rows whose audio path this regular expression "
+                               "matches (searched; left out of training when the manifests "
+                               "are one file), e.g. '_[0-4]\\.wav$' for FSDD's own test takes"),
         "timit_root": Field(OPTIONAL_PATH, None, data_file=True,
                             doc="a TIMIT tree (TRAIN/DR*/SPEAKER/*.WAV + .PHN, TEST/...): train "
                                 "on TRAIN, dev from TEST"),
@@ -190,15 +195,17 @@ class PhonemeApp(App):
         manifest = data["dev_manifest"] or train if split == "dev" else train
         rows = audio_data.read_manifest(manifest, data_root)
         speakers = set(data["dev_speakers"])
+        paths = _pattern("data.dev_paths", data["dev_paths"])
         if split == "dev":
-            chosen = audio_data.select(rows, manifest, data["dev_split"], speakers)
+            chosen = audio_data.select(rows, manifest, data["dev_split"], speakers, paths=paths)
         else:
             shared = Path(data["dev_manifest"] or train).resolve() == Path(train).resolve()
             chosen = audio_data.select(rows, manifest, data["train_split"],
-                                       exclude_speakers=speakers if shared else None)
+                                       exclude_speakers=speakers if shared else None,
+                                       exclude_paths=paths if shared else None)
         if not chosen:
-            raise UserError(f"{manifest}: no {split} utterances (check data.{split}_split "
-                            f"and data.dev_speakers)")
+            raise UserError(f"{manifest}: no {split} utterances (check data.{split}_split, "
+                            f"data.dev_speakers and data.dev_paths)")
         return chosen
 
     def _once(self, reader, *arguments):
@@ -412,6 +419,16 @@ class PhonemeApp(App):
                          + 0.01 * rng.normal(size=t.size)).astype("float32"))
         waveform, lengths = audio_data.pad_batch(rows)
         return {"waveform": waveform, "lengths": lengths}
+
+
+def _pattern(key, expression):
+    """The compiled regular expression of a recipe key, or None."""
+    if expression is None:
+        return None
+    try:
+        return re.compile(expression)
+    except re.error as error:
+        raise RecipeError(f"{key}: {expression!r} is not a regular expression ({error})") from None
 
 
 def feature_settings(model, sample_rate):

@@ -127,9 +127,12 @@ def with_phonemes(utterances, lexicon, missing_words="fail", lexicon_name="the l
     return [u for u in out if u.phonemes is not None], report
 
 
-def select(utterances, manifest, split=None, speakers=None, exclude_speakers=None):
+def select(utterances, manifest, split=None, speakers=None, exclude_speakers=None, paths=None,
+           exclude_paths=None):
     """The utterances of ``split`` (if given), of ``speakers`` (if given),
-    and not of ``exclude_speakers``; a column the choice needs must exist."""
+    and not of ``exclude_speakers``, whose audio path (as a POSIX string) a
+    compiled regular expression ``paths`` finds (if given) and
+    ``exclude_paths`` does not; a column the choice needs must exist."""
     if split is not None and any(u.split is None for u in utterances):
         raise UserError(f"{manifest}: a split is chosen but some rows have no 'split' value")
     if (speakers or exclude_speakers) and any(u.speaker is None for u in utterances):
@@ -137,7 +140,9 @@ def select(utterances, manifest, split=None, speakers=None, exclude_speakers=Non
     chosen = [u for u in utterances
               if (split is None or u.split == split)
               and (not speakers or u.speaker in speakers)
-              and not (exclude_speakers and u.speaker in exclude_speakers)]
+              and not (exclude_speakers and u.speaker in exclude_speakers)
+              and (paths is None or paths.search(u.path.as_posix()))
+              and not (exclude_paths and exclude_paths.search(u.path.as_posix()))]
     return chosen
 
 

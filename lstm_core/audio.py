@@ -125,6 +125,8 @@ class LogMel(keras.layers.Layer):
     next power of two of the window). ``fmax`` defaults to
     ``sample_rate / 2``; ``htk`` and ``norm`` (``"slaney"`` or ``None``) choose
     the mel scale and filter normalisation as in ``librosa.filters.mel``.
+    ``warp``: :class:`FrequencyWarp` arguments, to stretch the spectrum
+    before the mel filters when ``call(..., training=True)`` (None: never).
     """
 
     def __init__(
@@ -144,6 +146,7 @@ class LogMel(keras.layers.Layer):
         pad_mode="constant",
         htk=False,
         norm="slaney",
+        warp=None,
         **kwargs,
     ):
         # Features are float32 even under a mixed policy: float16 would round the waveform.
@@ -185,6 +188,8 @@ class LogMel(keras.layers.Layer):
         self._mel = mel_matrix(
             self.sample_rate, self.n_fft, self.n_mels, self.fmin, self.fmax, self.htk, self.norm
         )
+        self.warp_options = None if warp is None else dict(warp)
+        self.warp = None if warp is None else FrequencyWarp(**warp, name="warp")
 
     def frame_lengths(self, lengths):
         """Frames of rows of ``lengths`` samples (a row's own length only)."""
@@ -205,7 +210,7 @@ class LogMel(keras.layers.Layer):
         index = tf.clip_by_value(index, 0, tf.maximum(tf.shape(waveform)[1] - 1, 0))
         return tf.gather(waveform, index, batch_dims=1)
 
-    def call(self, waveform, lengths=None):
+    def call(self, waveform, lengths=None, training=None):
         waveform = tf.cast(waveform, tf.float32)
         lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
         # Whatever lies past a row's length must not leak into its frames.
@@ -216,6 +221,8 @@ class LogMel(keras.layers.Layer):
         spectrum = tf.abs(tf.signal.rfft(frames * self._window))
         if self.power != 1.0:
             spectrum = spectrum**self.power
+        if self.warp is not None:
+            spectrum = self.warp(spectrum, training=training)
         mel = tf.tensordot(spectrum, self._mel, axes=1)
         frame_lengths = self.frame_lengths(lengths)
         mask = _valid_mask(frame_lengths, tf.shape(mel)[1])[:, :, None]
@@ -247,6 +254,7 @@ class LogMel(keras.layers.Layer):
             pad_mode=self.pad_mode,
             htk=self.htk,
             norm=self.norm,
+            warp=self.warp_options,
         )
         return config
 
@@ -397,8 +405,8 @@ class AudioFeatures(keras.layers.Layer):
         """Frames of rows of ``lengths`` samples."""
         return self.log_mel.frame_lengths(lengths)
 
-    def call(self, waveform, lengths=None):
-        features, lengths = self.log_mel(waveform, lengths)
+    def call(self, waveform, lengths=None, training=None):
+        features, lengths = self.log_mel(waveform, lengths, training=training)
         for layer in (self.mfcc, self.delta_layer):
             if layer is not None:
                 features, lengths = layer(features, lengths)
@@ -675,6 +683,50 @@ class AddNoise(_SeededAugmentation):
     def get_config(self):
         config = super().get_config()
         config["snr_db"] = list(self.snr_db)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class FrequencyWarp(_SeededAugmentation):
+    """Vocal tract length perturbation (Jaitly & Hinton 2013), in training
+    only: each row's spectrum is stretched along the frequency axis by a
+    factor drawn uniformly from ``factors`` (``[min, max]``; 1.1 moves a
+    formant at 1 kHz to 1.1 kHz), its tempo left as it is (speed
+    perturbation changes both).
+
+    ``call(spectrum, training=None)`` takes ``[batch, frames, bins]``
+    linear-frequency magnitudes or powers and returns them with bin ``k`` of
+    a row read at ``k / factor`` (linear interpolation; zero past the top
+    bin); not training, it is the identity. Factors are seeded (see
+    :class:`_SeededAugmentation`).
+    """
+
+    def __init__(self, factors=(0.9, 1.1), seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")  # spectra stay float32, as LogMel's
+        super().__init__(seed=seed, **kwargs)
+        self.factors = _range_of("warp factors", factors, low=0.0)
+
+    def call(self, spectrum, training=None):
+        if not training:
+            return spectrum
+        shape = tf.shape(spectrum)
+        low, high = self.factors
+        factors = tf.random.stateless_uniform(
+            shape[:1], self._next_key(), minval=low, maxval=high, alg="philox"
+        )
+        top = tf.cast(shape[2] - 1, tf.float32)
+        position = tf.range(top + 1.0)[None, :] / factors[:, None]
+        below = tf.minimum(tf.floor(position), top)
+        fraction = (position - below)[:, None, :]
+        inside = tf.cast(position <= top, spectrum.dtype)[:, None, :]
+        below = tf.cast(below, tf.int32)
+        left = tf.gather(spectrum, below, axis=2, batch_dims=1)
+        right = tf.gather(spectrum, tf.minimum(below + 1, shape[2] - 1), axis=2, batch_dims=1)
+        return (left + fraction * (right - left)) * inside
+
+    def get_config(self):
+        config = super().get_config()
+        config["factors"] = list(self.factors)
         return config
 
 

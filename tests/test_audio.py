@@ -11,8 +11,8 @@ import soundfile
 import tensorflow as tf
 
 from lstm_core.audio import (
-    AddNoise, AudioFeatures, ConvSubsample, Deltas, FrameStack, LogMel, Mfcc, Normalize,
-    SpecAugment, SpeedPerturb, feature_statistics, mel_matrix)
+    AddNoise, AudioFeatures, ConvSubsample, Deltas, FrameStack, FrequencyWarp, LogMel, Mfcc,
+    Normalize, SpecAugment, SpeedPerturb, feature_statistics, mel_matrix)
 from lstm_core.errors import UserError
 
 SR = 16000
@@ -372,6 +372,45 @@ def test_noise_snr_is_in_the_requested_range_and_padding_stays_zero():
     np.testing.assert_array_equal(twin(waves, lengths, training=True)[0], y)
     silent = layer(np.zeros((1, 100), np.float32), np.array([100]), training=True)[0]
     assert np.all(silent.numpy() == 0)
+
+
+@pytest.mark.parametrize("factor", [0.8, 1.2])
+def test_frequency_warp_stretches_each_spectrum_by_its_factor(factor):
+    rng = np.random.default_rng(0)
+    spectra = rng.uniform(size=(2, 3, 257)).astype(np.float32)
+    warped = FrequencyWarp([factor, factor], seed=0)(spectra, training=True).numpy()
+    bins = np.arange(257)
+    for row in range(2):
+        for frame in range(3):
+            # bin k reads k / factor, zero past the top bin (positions in float32)
+            reference = np.interp(bins / factor, bins, spectra[row, frame], right=0.0)
+            np.testing.assert_allclose(warped[row, frame], reference, atol=1e-4)
+    # a tone's peak moves with the factor, through the mel features too
+    tone = sine(1000, 4000)[None, :]
+    plain = LogMel(SR, n_mels=128)(tone)[0][0, 5].numpy()
+    moved = LogMel(SR, n_mels=128, warp={"factors": [factor, factor]})(tone, training=True)[0]
+    centres = librosa.mel_frequencies(128 + 2, fmax=SR / 2)[1:-1]
+    assert abs(centres[np.argmax(moved[0, 5])] / centres[np.argmax(plain)] - factor) < 0.04
+
+
+def test_frequency_warp_is_identity_at_inference_and_seeded():
+    spectra = np.random.default_rng(1).uniform(size=(64, 2, 33)).astype(np.float32)
+    layer = FrequencyWarp([0.9, 1.1], seed=4)
+    for training in (None, False):
+        np.testing.assert_array_equal(layer(spectra, training=training), spectra)
+    first = layer(spectra, training=True).numpy()
+    twin = FrequencyWarp.from_config(layer.get_config())
+    np.testing.assert_array_equal(twin(spectra, training=True), first)
+    assert not np.array_equal(layer(spectra, training=True), first)
+    graph = FrequencyWarp.from_config(layer.get_config())
+    np.testing.assert_allclose(tf.function(lambda x: graph(x, training=True))(spectra), first,
+                               atol=1e-6)
+    # XLA's stateless RNG is another stream: only what any factor keeps is checked
+    xla = FrequencyWarp.from_config(layer.get_config())
+    warped = tf.function(lambda x: xla(x, training=True), jit_compile=True)(spectra).numpy()
+    assert warped.shape == spectra.shape and np.all(warped[:, :, 0] == spectra[:, :, 0])
+    with pytest.raises(UserError, match="warp factors"):
+        FrequencyWarp([1.1, 0.9])
 
 
 def conv_reference(x, kernel, bias, factor, before):

@@ -3,7 +3,7 @@ tests write as WAV files: manifests and bad audio, resampling, training,
 evaluation with a beam, prediction, and the export contract (served in a
 fresh process and a TF1 session, padding-invariant, phonemes as predict's),
 and the front end's options (MFCCs with deltas, global statistics kept with
-the run, speed and noise augmentation, convolutional subsampling)."""
+the run, speed, noise and warp augmentation, convolutional subsampling)."""
 
 from importlib import metadata
 
@@ -119,6 +119,14 @@ def test_manifest_paths_are_relative_to_it_and_splits_choose_rows(tmp_path):
     app, config = config_for(tmp_path, train_manifest=str(manifest), dev_paths="[")
     with pytest.raises(RecipeError, match=r"data\.dev_paths: '\[' is not a regular expression"):
         app.utterances(config, "dev")
+    # every row of an extra manifest is training data, whatever its columns say
+    extra = tmp_path / "extra" / "e.tsv"
+    extra.parent.mkdir()
+    extra.write_text("path\tspeaker\ttext\tphonemes\ny/9.wav\tbob\tnine\tn ai n\n")
+    app, config = config_for(tmp_path, train_manifest=str(manifest), dev_speakers=["bob"],
+                             extra_train_manifest=str(extra))
+    assert [u.path.name for u in app.utterances(config, "train")] == ["1.wav", "9.wav"]
+    assert [u.path.name for u in app.utterances(config, "dev")] == ["2.wav", "3.wav"]
 
 
 def test_manifest_errors_name_the_file(tmp_path):
@@ -382,7 +390,7 @@ data: {train_manifest: manifest.tsv, train_split: train, dev_split: dev, sample_
 model:
   features: {type: mfcc, n_mels: 16, n_mfcc: 8, deltas: 2}
   normalize: global
-  augment: {speed: [0.9, 1.1], noise_snr_db: [15.0, 30.0]}
+  augment: {speed: [0.9, 1.1], noise_snr_db: [15.0, 30.0], warp: [0.9, 1.1]}
   spec_augment: {enabled: false}
   subsample: {type: conv, factor: 3, filters: 12, kernel_size: 5}
   encoder: {units: 8, num_layers: 1}

@@ -40,6 +40,10 @@ class PhonemeApp(App):
                                     "columns"),
         "dev_manifest": Field(OPTIONAL_PATH, None, data_file=True,
                               doc="manifest of the dev utterances (default: train_manifest)"),
+        "extra_train_manifest": Field(OPTIONAL_PATH, None, data_file=True,
+                                      doc="a manifest every row of which is added to the "
+                                          "training data of any source (e.g. synthetic speech "
+                                          "from python -m apps.phonemes.synthesize)"),
         "train_split": Field(OPTIONAL_STR, None, doc="train on rows whose split column is this"),
         "dev_split": Field(OPTIONAL_STR, None, doc="score dev on rows whose split column is this"),
         "dev_speakers": Field(list, [], items=str,
@@ -113,6 +117,10 @@ class PhonemeApp(App):
                                   doc="[min, max]: add white noise to each training utterance "
                                       "at a random signal-to-noise ratio (dB) in this range; "
                                       "[] off"),
+            "warp": Field(list, [], items=float, min=0.01,
+                          doc="[min, max]: vocal tract length perturbation: stretch each "
+                              "training utterance's spectrum by a random factor in this range "
+                              "(1.1: formants 10% higher, tempo unchanged); [] off"),
         },
         "spec_augment": {
             "enabled": Field(bool, True, doc="mask frequency bands and time spans in training"),
@@ -134,7 +142,7 @@ class PhonemeApp(App):
                                  doc="conv: frames each step sees (at least factor)"),
         },
         "encoder": encoder_schema(units=128, num_layers=2, cell_options={"cell_clip": 3.0}),
-        "seed": Field(int, 1, doc="seeds SpecAugment's masks and the speed and noise "
+        "seed": Field(int, 1, doc="seeds SpecAugment's masks and the speed, noise and warp "
                                   "augmentation"),
     }
     decode_schema = {
@@ -173,9 +181,18 @@ class PhonemeApp(App):
         return self._utterances[key]
 
     def _source_utterances(self, data, split, path, data_root):
-        """What the one source the recipe names gives for ``split``."""
+        """What the one source the recipe names gives for ``split``, with
+        ``data.extra_train_manifest``'s rows in training."""
         if path is not None:
             return audio_data.read_manifest(path, data_root)
+        utterances = list(self._named_source_utterances(data, split, data_root))
+        if split == "train" and data["extra_train_manifest"] is not None:
+            utterances += audio_data.read_manifest(data["extra_train_manifest"], data_root)
+        return utterances
+
+    def _named_source_utterances(self, data, split, data_root):
+        """``split`` of the one source the recipe names: a manifest, a TIMIT
+        tree or a tensorflow-datasets set."""
         named = [key for key in SOURCES if data[key] is not None]
         if len(named) != 1:
             raise UserError(f"set exactly one of data.{', data.'.join(SOURCES)}"
@@ -314,10 +331,13 @@ class PhonemeApp(App):
             if values and (len(values) != 2 or values[0] > values[1]):
                 raise RecipeError(f"model.augment.{key}: expected [min, max] (or [] for off), "
                                   f"got {values}")
-        speed, noise = model["augment"]["speed"], model["augment"]["noise_snr_db"]
+        speed, noise, warp = (model["augment"][k] for k in ("speed", "noise_snr_db", "warp"))
+        features = feature_settings(model, assets["sample_rate"])
+        if warp:
+            features["warp"] = {"factors": warp, "seed": model["seed"] + 3}
         recognizer = PhonemeRecognizer(
             num_classes=len(assets["phones"]) + 1,
-            features=feature_settings(model, assets["sample_rate"]),
+            features=features,
             normalize=NORMALIZE[model["normalize"]], statistics=statistics,
             # One seed per random layer: the same key would draw correlated values.
             spec_augment={**spec_augment, "seed": model["seed"]}

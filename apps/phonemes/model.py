@@ -1,8 +1,9 @@
-"""The phoneme recognizer: (speed and noise augmentation) -> log-mels or
-MFCCs (with deltas) -> normalisation -> SpecAugment -> frame stacking or a
-strided convolution -> stacked bidirectional LSTMs -> phoneme scores, with
-the CTC loss. The features are layers of the model, so training, evaluation
-and the exported SavedModel run the same code."""
+"""The phoneme recognizer: (speed and noise augmentation) -> log-mels (of
+a frequency-warped spectrum in training) or MFCCs (with deltas) ->
+normalisation -> SpecAugment -> frame stacking or a strided convolution ->
+stacked bidirectional LSTMs -> phoneme scores, with the CTC loss. The
+features are layers of the model, so training, evaluation and the exported
+SavedModel run the same code."""
 
 import keras
 import tensorflow as tf
@@ -28,7 +29,8 @@ class PhonemeRecognizer(keras.Model):
     a Keras mask of each row's steps.
 
     ``features``: :class:`lstm_core.audio.AudioFeatures` arguments
-    (``sample_rate`` included); ``normalize``: ``"utterance"`` (each
+    (``sample_rate`` included, and ``warp`` for vocal tract length
+    perturbation in training); ``normalize``: ``"utterance"`` (each
     utterance's own mean and variance), ``"global"`` (``statistics``, a dict
     of ``mean`` and ``std`` lists computed on the training data, kept as
     weights) or None; ``speed``, ``noise``, ``spec_augment``:
@@ -90,7 +92,7 @@ class PhonemeRecognizer(keras.Model):
         for augment in (self.speed, self.noise):
             if augment is not None:
                 waveform, lengths = augment(waveform, lengths, training=training)
-        features, lengths = self.audio_features(waveform, lengths)
+        features, lengths = self.audio_features(waveform, lengths, training=training)
         if self.normalize is not None:
             features, lengths = self.normalize(features, lengths)
         if self.spec_augment is not None:

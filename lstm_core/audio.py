@@ -100,6 +100,16 @@ def _full_lengths(values):
     return tf.fill(shape[:1], shape[1])
 
 
+def _interpolate(values, below, fraction, last, axis=1):
+    """Each row of ``values`` read along ``axis`` at ``below + fraction``
+    (``below``: ``[batch, n]`` int indices; ``fraction`` broadcast against
+    the result), linearly between index ``below`` and ``below + 1`` (at most
+    ``last``)."""
+    left = tf.gather(values, below, axis=axis, batch_dims=1)
+    right = tf.gather(values, tf.minimum(below + 1, last), axis=axis, batch_dims=1)
+    return left + fraction * (right - left)
+
+
 @keras.saving.register_keras_serializable(package="lstm_core")
 class LogMel(keras.layers.Layer):
     """Waveforms to log-mel filterbank features.
@@ -621,9 +631,7 @@ class SpeedPerturb(_SeededAugmentation):
         fraction = tf.cast(position - below, tf.float32)
         last = tf.maximum(lengths - 1, 0)[:, None]
         below = tf.minimum(tf.cast(below, tf.int32), last)
-        left = tf.gather(waveform, below, batch_dims=1)
-        right = tf.gather(waveform, tf.minimum(below + 1, last), batch_dims=1)
-        played = left + fraction * (right - left)
+        played = _interpolate(waveform, below, fraction, last)
         return played * _valid_mask(new_lengths, steps), new_lengths
 
     def compute_output_spec(self, waveform, lengths=None, training=None):
@@ -719,10 +727,8 @@ class FrequencyWarp(_SeededAugmentation):
         below = tf.minimum(tf.floor(position), top)
         fraction = (position - below)[:, None, :]
         inside = tf.cast(position <= top, spectrum.dtype)[:, None, :]
-        below = tf.cast(below, tf.int32)
-        left = tf.gather(spectrum, below, axis=2, batch_dims=1)
-        right = tf.gather(spectrum, tf.minimum(below + 1, shape[2] - 1), axis=2, batch_dims=1)
-        return (left + fraction * (right - left)) * inside
+        warped = _interpolate(spectrum, tf.cast(below, tf.int32), fraction, shape[2] - 1, axis=2)
+        return warped * inside
 
     def get_config(self):
         config = super().get_config()

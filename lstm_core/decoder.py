@@ -8,6 +8,15 @@ At target step t, with ``y_t`` the embedded previous target token::
     c_t, alignments_t = attention(h_t, memory)
     a_t = dropout(tanh(W_c [c_t; h_t]))       the attentional vector
 
+The state before the first step is zeros, or with ``bridge="mean"`` (as in
+Nematus, Sennrich et al. 2017) comes from the source: each layer's ``h`` and
+``c`` are ``tanh(mean(memory) W + b)``, the mean over the real source
+positions. Without a bridge the decoder can only read the source through
+attention, and an attention that learns early to sit on the ends of a
+bidirectional memory (which sum up the sentence) can stay there, one-hot
+and with no gradient to move it: a translation model then writes fluent
+sentences that miss the source's content words.
+
 ``a_t`` is the step's output (a softmax layer outside turns it into the next
 token's distribution) and, with input feeding, the next step's extra input,
 so the decoder knows what it attended to before. The query is the top
@@ -38,6 +47,8 @@ from lstm_core.layers import make_rnn
 
 # The cells' own dropout needs a keras.layers.RNN around the cell (see above).
 CELL_DROPOUTS = frozenset({"dropout", "recurrent_dropout"})
+#: Where the state before the first step comes from (see above).
+BRIDGES = ("zeros", "mean")
 
 
 def state_sizes(cell):
@@ -78,12 +89,14 @@ class AttentionDecoderCell(keras.layers.Layer):
         cell_options: arguments of every recurrent layer (``cell_clip``,
             ``num_proj``, ``use_peepholes``, ...), not ``dropout`` or
             ``recurrent_dropout``.
+        bridge: the state before the first step: ``"zeros"``, or ``"mean"``
+            from the memory (see the module docstring; :meth:`initial_state`).
         seed: seed of the dropout masks.
     """
 
     def __init__(self, units, num_layers=1, attention="general", attention_options=None,
                  output_units=None, input_feeding=True, dropout=0.0, residual=False,
-                 cell="peephole_lstm", cell_options=None, seed=None, **kwargs):
+                 cell="peephole_lstm", cell_options=None, bridge="zeros", seed=None, **kwargs):
         super().__init__(**kwargs)
         if self.dtype_policy.compute_dtype != self.dtype_policy.variable_dtype:
             self.dtype_policy = self.dtype_policy.variable_dtype  # float32, see the module
@@ -102,6 +115,9 @@ class AttentionDecoderCell(keras.layers.Layer):
         self.dropout = dropout
         self.residual = bool(residual)
         self.cell = cell
+        if bridge not in BRIDGES:
+            raise ValueError(f"bridge must be one of {', '.join(BRIDGES)}, got {bridge!r}")
+        self.bridge = bridge
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.rnns = [
@@ -124,6 +140,13 @@ class AttentionDecoderCell(keras.layers.Layer):
         self.attention.build((None, size), memory_shape)
         self.output_kernel = self.add_weight((memory_shape[-1] + size, self.output_units),
                                              name="output_kernel", initializer="glorot_uniform")
+        if self.bridge == "mean":
+            # Read in float32 even inside a float16 caller (the decoder layer).
+            size = sum(sum(state_sizes(rnn.cell)) for rnn in self.rnns)
+            self.bridge_kernel = self.add_weight((memory_shape[-1], size), name="bridge_kernel",
+                                                 initializer="glorot_uniform", autocast=False)
+            self.bridge_bias = self.add_weight((size,), name="bridge_bias", initializer="zeros",
+                                               autocast=False)
 
     def prepare_memory(self, memory, memory_mask=None):
         """The memory as every step reads it: ``{"values": memory, "keys":
@@ -145,6 +168,25 @@ class AttentionDecoderCell(keras.layers.Layer):
             layer_states = [[zeros(size) for size in state_sizes(rnn.cell)] for rnn in self.rnns]
         layers = [[ops.cast(state, "float32") for state in states] for states in layer_states]
         return {"layers": layers, "feed": zeros(self.output_units)}
+
+    def initial_state(self, memory):
+        """The state before the first step for a memory from
+        :meth:`prepare_memory`: zeros, or with ``bridge="mean"`` each
+        layer's states from the mean of the memory's real positions (zeros
+        for an empty source)."""
+        batch_size = ops.shape(memory["values"])[0]
+        if self.bridge == "zeros":
+            return self.get_initial_state(batch_size)
+        mask = ops.cast(memory["mask"], "float32")[..., None]
+        mean = ops.sum(memory["values"] * mask, axis=1) / ops.maximum(ops.sum(mask, axis=1), 1.0)
+        states = ops.tanh(ops.matmul(mean, self.bridge_kernel) + self.bridge_bias)
+        layer_states, start = [], 0
+        for rnn in self.rnns:
+            layer_states.append([])
+            for size in state_sizes(rnn.cell):
+                layer_states[-1].append(states[:, start:start + size])
+                start += size
+        return self.get_initial_state(batch_size, layer_states)
 
     def dropout_masks(self, batch_size, steps=None):
         """Scaled keep masks (0 or ``1 / (1 - dropout)``) for one step,
@@ -217,6 +259,7 @@ class AttentionDecoderCell(keras.layers.Layer):
             "residual": self.residual,
             "cell": self.cell,
             "cell_options": self.cell_options,
+            "bridge": self.bridge,
             "seed": self.seed,
         }
 
@@ -235,7 +278,7 @@ class AttentionDecoder(keras.layers.Layer):
     own mask when not given), and returns ``(outputs [batch, tgt_len,
     output_units]`` in the compute dtype, ``alignments [batch, tgt_len,
     src_len]`` float32``)``. ``initial_state`` is a state as from
-    ``cell.get_initial_state`` (zeros when None). Steps past a target's end
+    ``cell.get_initial_state`` (None: ``cell.initial_state``, the cell's bridge). Steps past a target's end
     run on padding; a masked loss ignores their outputs.
 
     With input feeding the steps run in one ``tf.while_loop`` (compile it
@@ -262,7 +305,7 @@ class AttentionDecoder(keras.layers.Layer):
         batch, steps = ops.shape(inputs)[0], ops.shape(inputs)[1]
         memory = cell.prepare_memory(memory, memory_mask)
         if initial_state is None:
-            state = cell.get_initial_state(batch)
+            state = cell.initial_state(memory)
         else:
             state = tf.nest.map_structure(lambda part: ops.cast(part, "float32"), initial_state)
         masks = None

@@ -130,7 +130,8 @@ def test_dropout_only_in_training(feeding):
 def test_xla_loss_and_gradients_match(feeding):
     settings = SETTINGS["stacked-residual-clipped-projected"]
     targets, memory, mask = batch(memory_units=7)
-    cell = AttentionDecoderCell(UNITS, attention="general", input_feeding=feeding, **settings)
+    cell = AttentionDecoderCell(UNITS, attention="general", input_feeding=feeding, bridge="mean",
+                                **settings)
     decoder = AttentionDecoder(cell)
     decoder(targets, memory, mask)
     probe = tf.constant(np.random.default_rng(4).normal(size=(BATCH, STEPS, 6)), tf.float32)
@@ -153,6 +154,28 @@ def test_xla_loss_and_gradients_match(feeding):
         np.testing.assert_allclose(got, want, atol=1e-4)
 
 
+@pytest.mark.parametrize("kind", ["peephole_lstm", "gru"])
+def test_mean_bridge_starts_from_the_mean_of_the_real_source_positions(kind):
+    cell = AttentionDecoderCell(UNITS, num_layers=2, cell=kind, bridge="mean")
+    targets, memory, mask = batch()
+    decoder = AttentionDecoder(cell)
+    outputs = decoder(targets, memory, mask)[0]
+    kernel, bias = cell.bridge_kernel.numpy(), cell.bridge_bias.numpy()
+    mean = np.stack([memory[row, :n].mean(0) if n else np.zeros(UNITS)
+                     for row, n in enumerate(LENGTHS)])
+    want = np.tanh(mean @ kernel + bias)  # h, c of layer 1, then layer 2 (a GRU: h only)
+    state = cell.initial_state(cell.prepare_memory(memory, mask))
+    np.testing.assert_allclose(np.concatenate(tf.nest.flatten(state["layers"]), -1), want,
+                               atol=1e-6)
+    np.testing.assert_array_equal(state["feed"], 0)
+    # Padding changes nothing; the decoder starts there unless given a state.
+    padded = np.concatenate([memory, np.ones((BATCH, 2, UNITS), "float32")], 1)
+    padded_mask = np.concatenate([mask, np.zeros((BATCH, 2), bool)], 1)
+    np.testing.assert_allclose(decoder(targets, padded, padded_mask)[0], outputs, atol=1e-6)
+    zero_start = decoder(targets, memory, mask, initial_state=cell.get_initial_state(BATCH))[0]
+    assert not np.allclose(zero_start, outputs)
+
+
 def test_saved_model_round_trip(tmp_path):
     source_ids, target_ids = keras.Input((None,), dtype="int32"), keras.Input((None,),
                                                                               dtype="int32")
@@ -160,7 +183,8 @@ def test_saved_model_round_trip(tmp_path):
     targets = keras.layers.Embedding(9, FEATURES)(target_ids)
     cell = AttentionDecoderCell(UNITS, num_layers=2, attention="additive",
                                 attention_options=dict(normalize=True), dropout=0.2,
-                                cell_options=dict(cell_clip=1.0, num_proj=PROJ), name="cell")
+                                cell_options=dict(cell_clip=1.0, num_proj=PROJ), bridge="mean",
+                                name="cell")
     outputs, alignments = AttentionDecoder(cell, name="decoder")(targets, memory)
     model = keras.Model([source_ids, target_ids], [outputs, alignments])
     source = np.array([[3, 4, 5, 0], [6, 0, 0, 0]])
@@ -181,11 +205,13 @@ def test_saved_model_round_trip(tmp_path):
 @pytest.mark.parametrize("feeding", [True, False], ids=["input-feeding", "no-feeding"])
 def test_mixed_float16_keeps_the_decoder_in_float32(feeding):
     targets, memory, mask = batch()
-    float32_decoder = AttentionDecoder(AttentionDecoderCell(UNITS, input_feeding=feeding))
+    float32_decoder = AttentionDecoder(AttentionDecoderCell(UNITS, input_feeding=feeding,
+                                                            bridge="mean"))
     want = float32_decoder(targets, memory, mask)
     keras.mixed_precision.set_global_policy("mixed_float16")
     try:
-        decoder = AttentionDecoder(AttentionDecoderCell(UNITS, input_feeding=feeding))
+        decoder = AttentionDecoder(AttentionDecoderCell(UNITS, input_feeding=feeding,
+                                                        bridge="mean"))
         decoder.build(targets.shape, memory.shape)
         decoder.set_weights(float32_decoder.get_weights())
         assert decoder.cell.compute_dtype == "float32"
@@ -221,6 +247,8 @@ def test_bad_arguments():
         AttentionDecoderCell(4, cell="rnn")
     with pytest.raises(ValueError, match="dropout must be"):
         AttentionDecoderCell(4, dropout=1.0)
+    with pytest.raises(ValueError, match="bridge must be one of zeros, mean, got 'copy'"):
+        AttentionDecoderCell(4, bridge="copy")
     with pytest.raises(ValueError, match="dot attention needs queries and memory of one size"):
         AttentionDecoderCell(4, attention="dot").build((None, 3), (None, None, 5))
     with pytest.raises(TypeError, match="takes an AttentionDecoderCell"):

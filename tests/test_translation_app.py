@@ -43,7 +43,7 @@ model:
   source_embedding_dim: 16
   target_embedding_dim: 16
   encoder: {units: 16, num_layers: 1, cell_options: {cell_clip: 3.0, num_proj: 12}}
-  decoder: {units: 24, num_layers: 2, dropout: 0.1}
+  decoder: {units: 24, num_layers: 2, dropout: 0.1, bridge: mean}
 decode: {beam_width: 3, n_best: 2}
 train: {epochs: 2, batch_size: 16, optimizer: {learning_rate: 0.02}, jit_compile: false}
 export: {check: true}

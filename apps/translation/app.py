@@ -14,6 +14,7 @@ from apps.translation import subwords
 from apps.translation.subwords import BOS, EOS
 from lstm_core.apps import App, model_cache
 from lstm_core.attention import ATTENTIONS
+from lstm_core.decoder import BRIDGES
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field, RecipeError
 from lstm_core.schema import check_rnn_options, encoder_schema, rnn_names
@@ -118,6 +119,9 @@ class TranslationApp(App):
                                                "first layer's)"),
             "cell_options": Field(dict, {"cell_clip": 10.0},
                                   doc="extra layer arguments: cell_clip, num_proj, ..."),
+            "bridge": Field(str, "zeros", choices=list(BRIDGES),
+                            doc="the state before the first step: zeros, or mean: from the "
+                                "mean of the encoder outputs (Nematus)"),
         },
         "tie_embeddings": Field(bool, False, doc="the output layer reuses the target embeddings"),
         "label_smoothing": Field(float, 0.1, min=0, max=0.99,

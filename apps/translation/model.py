@@ -145,7 +145,7 @@ class Translator(keras.Model):
             log_probs = tf.nn.log_softmax(self.output_logits(outputs))
             return tf.where(never, -float("inf"), log_probs), state
 
-        return step, cell.get_initial_state(tf.shape(memory)[0])
+        return step, cell.initial_state(prepared)
 
     def get_config(self):
         return {**super().get_config(), **self.settings}

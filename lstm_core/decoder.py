@@ -11,11 +11,9 @@ At target step t, with ``y_t`` the embedded previous target token::
 The state before the first step is zeros, or with ``bridge="mean"`` (as in
 Nematus, Sennrich et al. 2017) comes from the source: each layer's ``h`` and
 ``c`` are ``tanh(mean(memory) W + b)``, the mean over the real source
-positions. Without a bridge the decoder can only read the source through
-attention, and an attention that learns early to sit on the ends of a
-bidirectional memory (which sum up the sentence) can stay there, one-hot
-and with no gradient to move it: a translation model then writes fluent
-sentences that miss the source's content words.
+positions. Without a bridge the decoder reads the source only through
+attention, which must then carry the gist of the sentence as well as the
+word in focus.
 
 ``a_t`` is the step's output (a softmax layer outside turns it into the next
 token's distribution) and, with input feeding, the next step's extra input,

@@ -276,8 +276,9 @@ class AttentionDecoder(keras.layers.Layer):
     own mask when not given), and returns ``(outputs [batch, tgt_len,
     output_units]`` in the compute dtype, ``alignments [batch, tgt_len,
     src_len]`` float32``)``. ``initial_state`` is a state as from
-    ``cell.get_initial_state`` (None: ``cell.initial_state``, the cell's bridge). Steps past a target's end
-    run on padding; a masked loss ignores their outputs.
+    ``cell.get_initial_state`` (None: ``cell.initial_state``, the cell's
+    bridge). Steps past a target's end run on padding; a masked loss ignores
+    their outputs.
 
     With input feeding the steps run in one ``tf.while_loop`` (compile it
     with ``jit_compile=True`` where that is faster); without, each layer

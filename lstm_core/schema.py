@@ -118,12 +118,15 @@ def recorded_config(app, path):
 def training_changes(app, recorded, config, data_root):
     """What differs between a run's recorded config and ``config``, data
     paths compared resolved (a path recorded relative to the root, or
-    resolved as earlier versions wrote it, names the same file) and decode
-    settings left out: they may change at any time."""
-    old, new = (with_data_files(app, c, data_root) for c in (recorded, config))
-    old.pop(DECODE, None)
-    new.pop(DECODE, None)
-    return diff_configs(old, new)
+    resolved as earlier versions wrote it, names the same file). Left out:
+    decode settings, which may change at any time, and ``train.epochs``,
+    which a resumed run may raise to train on (as Keras's
+    ``fit(initial_epoch=...)`` does)."""
+    def compared(c):
+        c = {key: value for key, value in with_data_files(app, c, data_root).items() if key != DECODE}
+        return {**c, "train": {k: v for k, v in c["train"].items() if k != "epochs"}}
+
+    return diff_configs(compared(recorded), compared(config))
 
 
 def apply_decode_overrides(app, config, overrides):

@@ -15,7 +15,7 @@ import numpy as np
 
 from lstm_core import distribute, runs, transfer
 from lstm_core.errors import UserError
-from lstm_core.recipes import RecipeError
+from lstm_core.recipes import RecipeError, read_config
 from lstm_core.runs import Assets, precision_policy
 from lstm_core.schema import recorded_config, training_changes, with_data_files
 
@@ -279,16 +279,44 @@ def plot_curves(records, folder, monitor):
 
 
 def check_resumable(app, config, run_dir, data_root):
-    """True for a new run; for an existing one, refuse a changed recipe
-    (decode settings aside: they may change at any time)."""
-    recorded = Path(run_dir) / "recipe.yaml"
-    if not recorded.is_file():
-        return True
-    changes = training_changes(app, recorded_config(app, recorded), config, data_root)
+    """The recorded config of the run in ``run_dir`` (None for a new run);
+    a changed recipe is refused, decode settings and ``train.epochs`` aside."""
+    path = Path(run_dir) / "recipe.yaml"
+    if not path.is_file():
+        return None
+    recorded = recorded_config(app, path)
+    changes = training_changes(app, recorded, config, data_root)
     if changes:
         raise UserError(f"{run_dir} holds a run of a different recipe; changed: "
                         f"{'; '.join(changes)} (use another --run-dir to start a new run)")
-    return False
+    return recorded
+
+
+def finished(run_dir, recorded, epochs, quiet):
+    """The result of a run that is complete at ``epochs``, else None. A run
+    that trained all its epochs trains on when given more; one that early
+    stopping ended stays ended."""
+    path = run_dir / "result.json"
+    if not path.is_file():
+        return None
+    result = runs.read_json(path)
+    done, planned = result["epochs"], recorded["train"]["epochs"]
+    if epochs > done >= planned:
+        return None
+    if not quiet:
+        early = f", stopped early of {planned}" if done < planned else ""
+        print(f"{run_dir} is already complete ({done} epochs{early}); nothing to do")
+    return result
+
+
+def record_epochs(run_dir, recorded, epochs):
+    """Give a resumed run a new number of epochs: its recorded recipe says
+    it, and its result (of the old length) goes until the run ends again."""
+    if recorded and recorded["train"]["epochs"] != epochs:
+        runs.remove(run_dir / "result.json")
+        raw = read_config(run_dir / "recipe.yaml")
+        runs.write_config({**raw, "train": {**raw.get("train", {}), "epochs": epochs}},
+                          run_dir / "recipe.yaml")
 
 
 def resume_state(run_dir, quiet):
@@ -452,12 +480,11 @@ def train(app, config, run_dir, data_root, *, quiet=False, init_from=None):
     run_dir = Path(run_dir)
     t = config["train"]
     make_schedule(t)  # its checks span several keys: fail before anything heavy
-    check_resumable(app, config, run_dir, data_root)
-    if (run_dir / "result.json").is_file():
-        result = runs.read_json(run_dir / "result.json")
-        if not quiet:
-            print(f"{run_dir} is already complete ({result['epochs']} epochs); nothing to do")
+    recorded = check_resumable(app, config, run_dir, data_root)
+    result = finished(run_dir, recorded, t["epochs"], quiet)
+    if result is not None:
         return result
+    record_epochs(run_dir, recorded, t["epochs"])
 
     strategy = distribute.make_strategy(t["strategy"])
     chief, shared_dir = distribute.is_chief(strategy), run_dir

@@ -76,8 +76,8 @@ def test_a_run_writes_its_directory(trained_run, toy_app, tmp_path, capsys):
     app, config, root = toy_config(tmp_path)
     assert trainer.train(app, config, run, root) == result
     assert "already complete" in capsys.readouterr().out
-    _, changed, _ = toy_config(tmp_path, "train.epochs=3")
-    with pytest.raises(UserError, match=r"different recipe.*train\.epochs: 2 -> 3"):
+    _, changed, _ = toy_config(tmp_path, "train.seed=2")
+    with pytest.raises(UserError, match=r"different recipe; changed: train\.seed: 1 -> 2 \("):
         trainer.train(app, changed, run, root, quiet=True)
 
 
@@ -114,6 +114,42 @@ def test_a_killed_run_resumes_where_it_stopped(tmp_path):
     assert [r["epoch"] for r in lines] == [1, 2, 3]
     assert lines[0] == first_epoch  # epoch 1 was not trained again
     assert json.loads((run / "result.json").read_text())["epochs"] == 3
+
+
+def test_a_finished_run_given_more_epochs_trains_on_as_one_longer_run(tmp_path, toy_app, capsys):
+    app, two, root = toy_config(tmp_path, "train.reduce_on_plateau.enabled=true")
+    _, three, _ = toy_config(tmp_path, "train.reduce_on_plateau.enabled=true", "train.epochs=3")
+    trainer.train(app, two, tmp_path / "run", root, quiet=True)
+    first = records(tmp_path / "run")
+    result = trainer.train(app, three, tmp_path / "run", root)
+    assert "resuming" in capsys.readouterr().out
+    lines = records(tmp_path / "run")
+    assert [r["epoch"] for r in lines] == [1, 2, 3] and lines[:2] == first and result["epochs"] == 3
+    assert read_config(tmp_path / "run" / "recipe.yaml")["train"]["epochs"] == 3
+    assert json.loads((tmp_path / "run" / "result.json").read_text()) == result
+    # as a run of 3 epochs from the start: the step count, the optimizer and
+    # the plateau schedule carry on (only the data order differs, as after
+    # any resume: a process's first epoch shuffles as the first run's did)
+    trainer.train(app, three, tmp_path / "straight", root, quiet=True)
+    straight = records(tmp_path / "straight")
+    assert [(r["step"], r["learning_rate"]) for r in lines] == [
+        (r["step"], r["learning_rate"]) for r in straight]
+    assert lines[2]["loss"] == pytest.approx(straight[2]["loss"], rel=0.01)
+    # and the recorded recipe is the one it is now at: 3 again is complete
+    assert trainer.train(app, three, tmp_path / "run", root) == result
+    assert "already complete (3 epochs)" in capsys.readouterr().out
+
+
+def test_a_run_early_stopping_ended_stays_ended_when_given_more_epochs(tmp_path, toy_app, capsys):
+    flat = ["train.optimizer.name=sgd", "train.optimizer.learning_rate=1e-9",
+            "train.early_stopping.patience=1"]
+    app, config, root = toy_config(tmp_path, "train.epochs=4", *flat)
+    result = trainer.train(app, config, tmp_path / "run", root, quiet=True)
+    assert result["epochs"] == 2
+    _, more, _ = toy_config(tmp_path, "train.epochs=8", *flat)
+    assert trainer.train(app, more, tmp_path / "run", root) == result
+    assert "already complete (2 epochs, stopped early of 4)" in capsys.readouterr().out
+    assert read_config(tmp_path / "run" / "recipe.yaml")["train"]["epochs"] == 4
 
 
 def test_an_interrupted_epoch_resumes_at_its_last_step(tmp_path, toy_app, monkeypatch):

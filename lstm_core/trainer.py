@@ -304,8 +304,9 @@ def finished(run_dir, recorded, epochs, quiet):
     if epochs > done >= planned:
         return None
     if not quiet:
-        early = f", stopped early of {planned}" if done < planned else ""
-        print(f"{run_dir} is already complete ({done} epochs{early}); nothing to do")
+        length = (f"early stopping ended it after {done} of {planned} epochs" if done < planned
+                  else f"{done} epochs")
+        print(f"{run_dir} is already complete ({length}); nothing to do")
     return result
 
 

@@ -148,7 +148,7 @@ def test_a_run_early_stopping_ended_stays_ended_when_given_more_epochs(tmp_path,
     assert result["epochs"] == 2
     _, more, _ = toy_config(tmp_path, "train.epochs=8", *flat)
     assert trainer.train(app, more, tmp_path / "run", root) == result
-    assert "already complete (2 epochs, stopped early of 4)" in capsys.readouterr().out
+    assert "already complete (early stopping ended it after 2 of 4 epochs)" in capsys.readouterr().out
     assert read_config(tmp_path / "run" / "recipe.yaml")["train"]["epochs"] == 4
 
 

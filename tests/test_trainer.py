@@ -127,9 +127,9 @@ def test_a_finished_run_given_more_epochs_trains_on_as_one_longer_run(tmp_path, 
     assert [r["epoch"] for r in lines] == [1, 2, 3] and lines[:2] == first and result["epochs"] == 3
     assert read_config(tmp_path / "run" / "recipe.yaml")["train"]["epochs"] == 3
     assert json.loads((tmp_path / "run" / "result.json").read_text()) == result
-    # as a run of 3 epochs from the start: the step count, the optimizer and
-    # the plateau schedule carry on (only the data order differs, as after
-    # any resume: a process's first epoch shuffles as the first run's did)
+    # as a run of 3 epochs from the start: the step count and the learning
+    # rate carry on (only the data order differs, as after any resume: a
+    # process's first epoch shuffles as the first run's did)
     trainer.train(app, three, tmp_path / "straight", root, quiet=True)
     straight = records(tmp_path / "straight")
     assert [(r["step"], r["learning_rate"]) for r in lines] == [

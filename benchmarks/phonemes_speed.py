@@ -46,6 +46,7 @@ from apps.phonemes.data import pad_batch  # noqa: E402
 from lstm_core import runs  # noqa: E402
 from lstm_core.cli import load_config  # noqa: E402
 from lstm_core.export import export_run  # noqa: E402
+from lstm_core.ngram import count_ngrams  # noqa: E402
 from lstm_core.trainer import build_model  # noqa: E402
 
 REPO = Path(__file__).resolve().parents[1]
@@ -92,13 +93,14 @@ def recipe_config(cell):
 def trainers(batch_size):
     """``{cell: (app, config, assets, model, step)}``, ``step()`` one training step."""
     x, y = synthetic_batch(batch_size, seed=0)
-    assets = {"phones": PHONES, "sample_rate": RATE}
+    # the n-gram counts a run keeps, for exports that decode with a phone LM
+    assets = {"phones": PHONES, "sample_rate": RATE, "phone_ngrams": count_ngrams(y, 3)}
     built = {}
     for cell in CELLS:
         app, config = recipe_config(cell)
         config["train"]["batch_size"] = batch_size
         keras.utils.set_random_seed(config["train"]["seed"])
-        model = build_model(app, config, assets, None, None, tf.distribute.get_strategy(), None)
+        model, _ = build_model(app, config, assets, None, None, tf.distribute.get_strategy(), None)
         built[cell] = (app, config, assets, model,
                        lambda model=model: float(model.train_on_batch(x, y)))
     return built
@@ -119,7 +121,7 @@ def time_training(built, warmup, steps, rounds, batch_size):
     return {cell: statistics.median(values) for cell, values in rates.items()}
 
 
-def export(app, config, assets, model, folder, beam_width):
+def export(app, config, assets, model, folder, beam_width, lm_weight):
     """The model as a run directory, exported: the SavedModel's path."""
     run = folder / "run"
     run.mkdir(parents=True)
@@ -127,7 +129,7 @@ def export(app, config, assets, model, folder, beam_width):
     runs.save_assets(run, runs.Assets(assets))
     model.save(run / "best.keras")
     return export_run(run, folder / "export", check=False,
-                      overrides=[f"decode.beam_width={beam_width}"])
+                      overrides=[f"decode.beam_width={beam_width}", f"decode.lm_weight={lm_weight}"])
 
 
 def time_serving(exports, batch_sizes, calls, rounds):
@@ -180,13 +182,16 @@ def main():
     parser.add_argument("--calls", type=int, default=5, help="serving calls timed per round")
     parser.add_argument("--beam-width", type=int, default=8,
                         help="the export's CTC beam (base.yaml: 8; 1 = greedy)")
+    parser.add_argument("--lm-weight", type=float, default=0.0,
+                        help="the export's phone LM weight (0: none; fsdd.yaml: 1 with a beam of 16)")
     args = parser.parse_args()
 
     started = time.time()
     built = trainers(args.batch_size)
     training = time_training(built, args.warmup, args.steps, args.rounds, args.batch_size)
     with tempfile.TemporaryDirectory(prefix="phonemes-speed-") as folder:
-        exports = {cell: export(app, config, assets, model, Path(folder) / cell, args.beam_width)
+        exports = {cell: export(app, config, assets, model, Path(folder) / cell, args.beam_width,
+                                args.lm_weight)
                    for cell, (app, config, assets, model, _) in built.items()}
         serving = time_serving(exports, (1, 16), args.calls, args.rounds)
 
@@ -194,7 +199,8 @@ def main():
           f"commit {commit()}, TF {tf.__version__}, Keras {keras.__version__}")
     print(f"\nbase.yaml model, {SECONDS:g} s utterances at {RATE} Hz; training at batch "
           f"{args.batch_size} ({args.warmup} warm-up steps, then median of {args.rounds} rounds x "
-          f"{args.steps} steps); export with CTC beam {args.beam_width}, loaded by "
+          f"{args.steps} steps); export with CTC beam {args.beam_width}"
+          f"{f' and a phone trigram LM (weight {args.lm_weight:g})' if args.lm_weight else ''}, loaded by "
           f"tf.saved_model.load (median of {args.rounds} rounds x {args.calls} calls); "
           f"{time.time() - started:.0f} s in all.\n")
     print("| encoder cell | training: audio s / s | export, batch 1: x real time "

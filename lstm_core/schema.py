@@ -57,6 +57,10 @@ TRAIN_SCHEMA = {
     "ema": Field(float, 0.0, min=0, max=0.99999,
                  doc="keep an exponential moving average of the weights with this momentum per "
                      "step (Polyak averaging; 0: off); dev scores, best.keras and exports use it"),
+    "weight_noise": Field(float, 0.0, min=0,
+                          doc="standard deviation of Gaussian noise added to every trainable weight "
+                              "for each training step (Graves et al. 2013; 0: off): gradients are "
+                              "taken at the noisy weights, the update applies to the clean ones"),
     "clip_norm": Field(OPTIONAL_FLOAT, None, min=0, doc="global-norm gradient clipping (0 or null: off)"),
     "mixed_precision": Field(str, "float32", choices=["float32", "mixed_float16", "mixed_bfloat16"],
                              doc="Keras dtype policy of the model (loss scaling is automatic for float16)"),

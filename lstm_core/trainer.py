@@ -124,11 +124,36 @@ def current_learning_rate(optimizer):
 # -- callbacks -------------------------------------------------------------------
 
 
+class WeightNoise(keras.callbacks.Callback):
+    """Gaussian weight noise (Graves et al. 2013, ``train.weight_noise``):
+    each step computes its gradients at the weights plus fresh noise, drawn
+    once per batch, and the noise is taken out again after the update, so
+    the update lands on the clean weights. It comes before every callback
+    that reads the weights at a step's end (checkpoints, dev scores)."""
+
+    def __init__(self, stddev, seed):
+        super().__init__()
+        self.stddev, self.generator = stddev, keras.random.SeedGenerator(seed)
+        self.noise = []
+
+    def on_train_batch_begin(self, batch, logs=None):
+        variables = self.model.trainable_variables
+        self.noise = [keras.random.normal(v.shape, stddev=self.stddev, dtype=v.dtype,
+                                          seed=self.generator) for v in variables]
+        for variable, noise in zip(variables, self.noise):
+            variable.assign_add(noise)
+
+    def on_train_batch_end(self, batch, logs=None):
+        for variable, noise in zip(self.model.trainable_variables, self.noise):
+            variable.assign_sub(noise)
+        self.noise = []
+
+
 class DevMonitor(keras.callbacks.Callback):
-    """First callback of the list: stops on a NaN loss before anything can
-    save the broken weights, and scores dev once per epoch: the app's scores
-    go into ``logs`` as ``dev_<name>`` for the callbacks after it (early
-    stopping, plateau, recorder, TensorBoard, progress bar), its counts
+    """First callback after any weight noise: stops on a NaN loss before
+    anything can save the broken weights, and scores dev once per epoch: the
+    app's scores go into ``logs`` as ``dev_<name>`` for the callbacks after
+    it (early stopping, plateau, recorder, TensorBoard, progress bar), its counts
     (integers) into :attr:`counts` for ``metrics.jsonl`` only, its figure
     into ``figures/dev-epoch-EEE.png``. Without a dev metric (the app has
     none, or its :meth:`~lstm_core.apps.App.dev_metric` for this recipe is
@@ -423,8 +448,9 @@ def claim_run_dir(run_dir, config, assets, model, checkpoint):
 
 def make_callbacks(app, config, data_root, assets, run_dir, dev_data, state, records, quiet,
                    strategy):
-    """The dev monitor first, the stateful Keras callbacks, the recorder,
-    TensorBoard, and the progress bar last (it shows what the others add)."""
+    """Weight noise and the dev monitor first, the stateful Keras callbacks,
+    the recorder, TensorBoard, and the progress bar last (it shows what the
+    others add)."""
     t = config["train"]
     metric = app.dev_metric(config)
     monitor = f"dev_{metric or 'loss'}"
@@ -441,7 +467,8 @@ def make_callbacks(app, config, data_root, assets, run_dir, dev_data, state, rec
             monitor, factor=p["factor"], patience=p["patience"], min_lr=p["min_lr"], mode=mode)
     recorder = Recorder(run_dir, monitor, mode, state, records, stateful, dev,
                         t["checkpoint_every_steps"])
-    callbacks = [dev, *stateful.values(), recorder,
+    noise = [WeightNoise(t["weight_noise"], t["seed"])] if t["weight_noise"] else []
+    callbacks = [*noise, dev, *stateful.values(), recorder,
                  keras.callbacks.TensorBoard(run_dir / "logs", write_graph=False,
                                              update_freq=t["log_every_steps"] or "epoch")]
     if not quiet:

@@ -315,6 +315,56 @@ def test_export_serves_like_predict_in_a_fresh_process(trained, capsys):
         assert alone["phonemes"].numpy()[0] == expected
 
 
+def test_a_phone_lm_from_the_training_transcriptions_rescores_the_beam_in_the_export(
+        trained, capsys):
+    import json
+    import shutil
+
+    from lstm_core.ngram import log_prob_table, sequence_log_probs
+
+    root, run = trained
+    assets = json.loads((run / "assets.json").read_text())
+    ids = {phone: index for index, phone in enumerate(assets["phones"], start=1)}
+    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    train = [[ids[p] for p in row[3].split()] for row in rows if row[2] == "train"]
+    starts = {f"0 0 {i}": sum(1 for t in train if t[0] == i) for i in ids.values()}
+    assert {k: v for k, v in assets["phone_ngrams"].items() if k.startswith("0 0 ")} == \
+        {k: v for k, v in starts.items() if v}
+    assert sum(assets["phone_ngrams"].values()) == sum(len(t) + 1 for t in train)
+
+    lm = ["--set", "decode.beam_width=4", "--set", "decode.lm_weight=100"]
+    decoded = {}
+    for name, settings in (("plain", lm[:2]), ("lm", lm)):
+        out = root / f"predicted-{name}.tsv"
+        assert main(["predict", str(run), str(root / "manifest.tsv"), "--output", str(out),
+                     *settings]) == 0
+        decoded[name] = [line.split("\t")[1].split() for line in out.read_text().splitlines()]
+    # a heavy LM weight picks, from the beam's n-best, sequences the LM likes at least as much
+    table = log_prob_table(assets["phone_ngrams"], len(ids) + 1, 3, 0.1)
+    scores = {}
+    for name, sequences in decoded.items():
+        labels = tf.ragged.constant([[ids[p] for p in s] for s in sequences], tf.int32)
+        scores[name] = sequence_log_probs(table, labels.to_tensor(-1), labels.row_lengths()).numpy()
+    assert (scores["lm"] >= scores["plain"] - 1e-4).all()
+    # the export (checked in a fresh process and a TF1 session) decodes as predict did
+    export = root / "export-lm"
+    assert main(["export", str(run), str(export), *lm]) == 0
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    waves = [audio_data.load_audio(root / row[0], RATE) for row in rows]
+    batch, lengths = audio_data.pad_batch(waves)
+    served = serve(waveform=tf.constant(batch), lengths=tf.constant(lengths))["phonemes"]
+    assert [s.decode().split() for s in served.numpy()] == decoded["lm"]
+
+    # a run made before the counts were kept says so
+    old = root / "old-run"
+    shutil.copytree(run, old)
+    del assets["phone_ngrams"]
+    (old / "assets.json").write_text(json.dumps(assets))
+    capsys.readouterr()
+    assert main(["evaluate", str(old), "--data-dir", str(root), *lm]) != 0
+    assert "no phone n-gram counts" in capsys.readouterr().err
+
+
 def test_evaluate_draws_spectrograms_and_posteriors_of_three_utterances(trained, tmp_path):
     from matplotlib.image import imread
 

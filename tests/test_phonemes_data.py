@@ -243,7 +243,7 @@ class FixedServing:
 def score(tmp_path, hypotheses, **data):
     app, config = config_for(**data)
     config["decode"] = {"beam_width": 1}
-    app.serving = lambda model, assets, beam: FixedServing(hypotheses)
+    app.serving = lambda model, config, assets, beam: FixedServing(hypotheses)
     return app.evaluate(None, config, tmp_path, {"sample_rate": 16000},
                         path=tmp_path / "m.tsv", final=False)
 

@@ -425,6 +425,42 @@ def test_weight_averaging_scores_and_keeps_the_average_but_trains_on(tmp_path, t
     assert records(run)[0]["dev_accuracy"] == pytest.approx(dev)
 
 
+def test_weight_noise_takes_the_gradient_at_noisy_weights_and_updates_the_clean_ones():
+    # Linear regression, one batch, plain SGD: the update must be
+    # w0 - lr * dL/dw at (w0 + noise), the gradient worked out by hand.
+    x = np.array([[1.0, 2.0], [-1.0, 0.5], [0.3, -2.0]], "float32")
+    y = np.array([[1.0], [0.0], [2.0]], "float32")
+    model = keras.Sequential([keras.Input((2,)), keras.layers.Dense(1, use_bias=False)])
+    model.compile(keras.optimizers.SGD(0.1), "mse")
+    w0 = model.get_weights()[0].copy()
+    seen = []
+
+    class Probe(keras.callbacks.Callback):  # runs after the noise is added, before the step
+        def on_train_batch_begin(self, batch, logs=None):
+            seen.append(self.model.get_weights()[0].copy())
+
+    model.fit(x, y, batch_size=3, epochs=1, verbose=0, callbacks=[trainer.WeightNoise(0.5, 7), Probe()])
+    noisy = seen[0]
+    assert np.abs(noisy - w0).max() > 0.05  # noise of standard deviation 0.5 was added
+    gradient = 2 * x.T @ (x @ noisy - y) / len(x)
+    np.testing.assert_allclose(model.get_weights()[0], w0 - 0.1 * gradient, atol=1e-6)
+
+
+def test_weight_noise_changes_training_but_never_the_weights_it_keeps(tmp_path, toy_app):
+    runs_ = {}
+    for noise in (0.0, 0.3):
+        app, config, root = toy_config(tmp_path, "train.epochs=1", "train.optimizer.learning_rate=0.0",
+                                       f"train.weight_noise={noise}")
+        run = tmp_path / f"noise-{noise}"
+        runs_[noise] = (trainer.train(app, config, run, root, quiet=True),
+                        keras.saving.load_model(run / "best.keras").get_weights())
+    (plain, plain_weights), (noisy, noisy_weights) = runs_[0.0], runs_[0.3]
+    assert noisy["last"]["loss"] != pytest.approx(plain["last"]["loss"], rel=1e-3)
+    for a, b in zip(plain_weights, noisy_weights):  # learning rate 0: the noise is all taken out
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    assert noisy["last"]["dev_accuracy"] == plain["last"]["dev_accuracy"]  # scored without noise
+
+
 def test_a_lower_is_better_metric_picks_the_lowest_and_drives_stopping_and_plateaus(
         tmp_path, scripted_toy_app):
     # dev error by epoch: best at 2, then 3 epochs without improvement

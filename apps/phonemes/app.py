@@ -15,6 +15,7 @@ from apps.phonemes import lexicon as lexicons
 from apps.phonemes import timit, tfds_source
 from lstm_core.apps import App, model_cache
 from lstm_core.errors import UserError
+from lstm_core.ngram import count_ngrams, log_prob_table
 from lstm_core.recipes import Field, RecipeError
 from lstm_core.schema import check_rnn_options, encoder_schema
 
@@ -26,6 +27,8 @@ NORMALIZE = {"utterance": "utterance", "global": "global", "none": None}
 SCORE_MAPS = {"timit39": timit.score_map_39}
 #: The keys that name a data source; a recipe sets exactly one.
 SOURCES = ("train_manifest", "timit_root", "tfds")
+#: The highest order of phone LM a run can decode with (its counts are kept).
+PHONE_LM_ORDER = 3
 
 
 class PhonemeApp(App):
@@ -148,6 +151,14 @@ class PhonemeApp(App):
     decode_schema = {
         "beam_width": Field(int, 8, min=1,
                             doc="CTC beam of final scores, predict and export (1: greedy)"),
+        "lm_weight": Field(float, 0.0, min=0,
+                           doc="weight of the phone n-gram LM (counted on the training "
+                               "transcriptions) rescoring the beam's n-best list (0: off; "
+                               "greedy decoding never uses it)"),
+        "lm_order": Field(int, 3, min=1, max=PHONE_LM_ORDER,
+                          doc="n of the phone n-gram LM: 1 unigram, 2 bigram, 3 trigram"),
+        "lm_smoothing": Field(float, 0.1, min=0.0001,
+                              doc="count added to every n-gram of the phone LM (Lidstone)"),
     }
 
     def __init__(self):
@@ -258,11 +269,16 @@ class PhonemeApp(App):
         return self._audio[key]
 
     def build_assets(self, config, data_root, folder):
-        phones = sorted({p for u in self.utterances(config, "train", data_root=data_root)
-                         for p in u.phonemes})
+        """The phone set, the sample rate, and the training transcriptions'
+        n-gram counts (for a phone LM at decoding; cheap, so always kept)."""
+        transcriptions = [u.phonemes for u in self.utterances(config, "train", data_root=data_root)]
+        phones = sorted({p for phonemes in transcriptions for p in phonemes})
         if not phones:
             raise UserError("the training transcriptions have no phonemes")
-        assets = {"phones": phones, "sample_rate": config["data"]["sample_rate"]}
+        ids = {phone: index for index, phone in enumerate(phones, start=1)}
+        assets = {"phones": phones, "sample_rate": config["data"]["sample_rate"],
+                  "phone_ngrams": count_ngrams(([ids[p] for p in phonemes]
+                                                for phonemes in transcriptions), PHONE_LM_ORDER)}
         if config["model"]["normalize"] == "global":
             assets["feature_statistics"] = self.feature_statistics(config, data_root)
         return assets
@@ -362,13 +378,26 @@ class PhonemeApp(App):
         mean, std = feature_statistics(layer, waveforms)
         return {"mean": mean.tolist(), "std": std.tolist()}
 
-    def serving(self, model, assets, beam_width):
-        """The model's serving module for ``beam_width``, made once per model
-        and width (a new one would trace its graph again at every dev pass)."""
+    def serving(self, model, config, assets, beam_width):
+        """The model's serving module for ``beam_width`` and the recipe's
+        phone LM settings, made once per model and settings (a new one
+        would trace its graph again at every dev pass)."""
         from apps.phonemes.serving import PhonemeServing
 
-        return model_cache(model, ("serving", beam_width), lambda: PhonemeServing(
-            model, assets["phones"], assets["sample_rate"], beam_width))
+        decode, lm = config["decode"], None
+        if beam_width > 1 and decode["lm_weight"] > 0:
+            if "phone_ngrams" not in assets:
+                raise UserError("decode.lm_weight: this run has no phone n-gram counts (it was "
+                                "trained before they were kept); train it again to use an LM")
+            lm = (decode["lm_order"], decode["lm_smoothing"], decode["lm_weight"])
+
+        def make():
+            table = None if lm is None else log_prob_table(
+                assets["phone_ngrams"], len(assets["phones"]) + 1, *lm[:2])
+            return PhonemeServing(model, assets["phones"], assets["sample_rate"], beam_width,
+                                  lm=None if lm is None else (table, lm[2]))
+
+        return model_cache(model, ("serving", beam_width, lm), make)
 
     # -- use ------------------------------------------------------------------
 
@@ -382,7 +411,7 @@ class PhonemeApp(App):
         if not kept:
             raise UserError(f"{what}: every audio file was bad")
         beam = config["decode"]["beam_width"] if final else 1
-        hypotheses = self.serving(model, assets, beam).transcribe(waveforms)
+        hypotheses = self.serving(model, config, assets, beam).transcribe(waveforms)
         references = [u.phonemes for u in kept]
         folding = self.score_map(config)
         if folding is not None:
@@ -411,7 +440,7 @@ class PhonemeApp(App):
         folder of them or a manifest."""
         utterances = audio_data.audio_inputs(input_path)
         waveforms, kept, _ = self.audio(config, utterances, str(input_path))
-        serving = self.serving(model, assets, config["decode"]["beam_width"])
+        serving = self.serving(model, config, assets, config["decode"]["beam_width"])
         transcribed = serving.transcribe(waveforms)
         if output_path is not None and Path(output_path).suffix.lower() in (".jsonl", ".json"):
             # JSON lines: the phonemes (as text output) and the greedy path's phoneme times.
@@ -426,7 +455,7 @@ class PhonemeApp(App):
             Path(output_path).write_text("".join(lines), encoding="utf-8")
 
     def serving_module(self, model, config, assets):
-        return self.serving(model, assets, config["decode"]["beam_width"])
+        return self.serving(model, config, assets, config["decode"]["beam_width"])
 
     def serving_example(self, assets):
         # Two synthetic rows of different lengths: the shorter one padded.

@@ -11,31 +11,37 @@ scalar int32 variable of the module.
 import tensorflow as tf
 
 from lstm_core.ctc import ctc_alignment, ctc_beam_search_decode, ctc_greedy_decode
+from lstm_core.ngram import rescore
 
 BLANK_SYMBOL = "<blank>"
 
 
 class PhonemeServing(tf.Module):
     """``beam_width`` 1 decodes greedily (best path), more runs a beam
-    search. The decoders have no XLA kernels: the function is not
-    jit-compiled."""
+    search; with ``lm`` (a :func:`lstm_core.ngram.log_prob_table` and its
+    weight) the phone LM rescores the beam's n-best list. The decoders have
+    no XLA kernels: the function is not jit-compiled."""
 
     #: Kept on the exported object (see lstm_core.export.serving_archive).
     serving_attributes = ("sample_rate",)
 
-    def __init__(self, model, phones, sample_rate, beam_width=1):
+    def __init__(self, model, phones, sample_rate, beam_width=1, lm=None):
         super().__init__()
         self.model = model
         self.symbols = tf.constant([BLANK_SYMBOL] + list(phones))
         self.sample_rate = tf.Variable(int(sample_rate), dtype=tf.int32, trainable=False,
                                        name="sample_rate")
         self.beam_width = int(beam_width)
+        self.lm = None if lm is None else (tf.constant(lm[0]), float(lm[1]))
 
     def decode_ids(self, waveform, lengths):
         """Ragged ``[batch, (phonemes)]`` int32 ids (>= 1)."""
         logits = self.model({"waveform": waveform, "lengths": lengths}, training=False)
         steps = self.model.output_lengths(lengths)
-        if self.beam_width > 1:
+        if self.beam_width > 1 and self.lm is not None:
+            ids, counts = rescore(*ctc_beam_search_decode(logits, steps, self.beam_width,
+                                                          top_paths=self.beam_width), *self.lm)
+        elif self.beam_width > 1:
             ids, counts, _ = ctc_beam_search_decode(logits, steps, self.beam_width)
             ids, counts = ids[:, 0], counts[:, 0]
         else:

@@ -56,7 +56,10 @@ def remove(path):
     if os.path.isdir(path) and not os.path.islink(path):
         shutil.rmtree(path, ignore_errors=True)
     elif os.path.lexists(path):
-        os.remove(path)
+        # Another process may remove it first (every worker of a cluster
+        # clears a resumed run's result.json, for one).
+        with contextlib.suppress(FileNotFoundError):
+            os.remove(path)
 
 
 @contextlib.contextmanager

@@ -66,6 +66,21 @@ def test_only_the_last_checkpoints_are_kept_and_incomplete_ones_ignored(tmp_path
     assert runs.model_file(tmp_path) == tmp_path / "checkpoints" / "ckpt-0003-0000000" / "state.weights.h5"
 
 
+def test_removing_a_file_another_process_removed_first_is_not_an_error(tmp_path, monkeypatch):
+    path = tmp_path / "result.json"
+    path.write_text("{}")
+    real = os.remove
+
+    def raced(target):  # the other process wins between the check and the removal
+        real(target)
+        real(target)
+
+    monkeypatch.setattr(os, "remove", raced)
+    runs.remove(path)
+    assert not path.exists()
+    runs.remove(path)  # gone already: nothing to do
+
+
 def test_stale_temporaries_are_removed_from_every_folder_of_a_run(tmp_path):
     """What a run killed mid-write leaves: plots/ included (a kill while a
     plot was drawn left plots/.tmp-PID-loss.png for good)."""

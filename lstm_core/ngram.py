@@ -17,6 +17,8 @@ from collections import Counter
 import numpy as np
 
 BOUNDARY = 0
+#: The largest table :func:`log_prob_table` makes: 64 MB of float32.
+MAX_ENTRIES = 1 << 24
 
 
 def count_ngrams(sequences, order):
@@ -39,6 +41,10 @@ def log_prob_table(counts, num_classes, order, smoothing):
     :func:`count_ngrams`'s of this order or higher."""
     if smoothing <= 0:
         raise ValueError(f"smoothing must be positive, got {smoothing}")
+    if num_classes ** order > MAX_ENTRIES:
+        raise ValueError(f"an order-{order} table over {num_classes} classes would have "
+                         f"{num_classes ** order:,} entries, more than {MAX_ENTRIES:,}: use a "
+                         "lower order")
     grams = np.zeros([num_classes] * order, np.float64)
     for key, count in counts.items():
         ids = tuple(int(i) for i in key.split())

@@ -38,6 +38,8 @@ def test_the_table_is_lidstone_estimates_and_lower_orders_sum_higher_counts():
         log_prob_table(count_ngrams(SEQUENCES, 2), 2, 2, 0.1)
     with pytest.raises(ValueError, match="smoothing"):
         log_prob_table(count_ngrams(SEQUENCES, 2), 3, 2, 0.0)
+    with pytest.raises(ValueError, match="over 300 classes would have 27,000,000 entries"):
+        log_prob_table({}, 300, 3, 0.1)
 
 
 def python_log_prob(counts, sequence, order, classes, k):

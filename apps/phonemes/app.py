@@ -392,8 +392,11 @@ class PhonemeApp(App):
             lm = (decode["lm_order"], decode["lm_smoothing"], decode["lm_weight"])
 
         def make():
-            table = None if lm is None else log_prob_table(
-                assets["phone_ngrams"], len(assets["phones"]) + 1, *lm[:2])
+            try:
+                table = None if lm is None else log_prob_table(
+                    assets["phone_ngrams"], len(assets["phones"]) + 1, *lm[:2])
+            except ValueError as error:
+                raise UserError(f"decode.lm_order: {error}") from None
             return PhonemeServing(model, assets["phones"], assets["sample_rate"], beam_width,
                                   lm=None if lm is None else (table, lm[2]))
 

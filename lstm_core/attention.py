@@ -48,6 +48,26 @@ def masked_softmax(scores, mask):
     return ops.where(mask, ops.softmax(scores, axis=-1), 0.0)
 
 
+def diagonal_attention_loss(alignments, source_mask, target_mask, width=0.4):
+    """Guided attention (Tachibana et al. 2018): the attention weight that
+    lies off the diagonal, each ``a[t, s]`` weighted by ``1 - exp(-(t/T -
+    s/S)^2 / (2 width^2))`` for a sentence of ``T`` targets and ``S``
+    sources, summed per target step and averaged over the real ones.
+    ``alignments [batch, target, source]``, boolean masks ``[batch, source]``
+    and ``[batch, target]``. In [0, 1): 0 for attention on the diagonal.
+    Added to the loss early, it makes the decoder start reading the source
+    in order instead of fixing on one position."""
+    source_mask, target_mask = ops.cast(source_mask, "float32"), ops.cast(target_mask, "float32")
+    sources = ops.maximum(ops.sum(source_mask, axis=1), 1.0)[:, None, None]
+    targets = ops.maximum(ops.sum(target_mask, axis=1), 1.0)[:, None, None]
+    t = ops.cast(ops.arange(ops.shape(alignments)[1]), "float32")[None, :, None]
+    s = ops.cast(ops.arange(ops.shape(alignments)[2]), "float32")[None, None, :]
+    off = 1.0 - ops.exp(-ops.square(t / targets - s / sources) / (2.0 * width ** 2))
+    mask = target_mask[:, :, None] * source_mask[:, None, :]
+    total = ops.sum(ops.cast(alignments, "float32") * off * mask)
+    return total / ops.maximum(ops.sum(target_mask), 1.0)
+
+
 class MemoryAttention(keras.layers.Layer):
     """What the attention mechanisms share: masking, the softmax, the context.
 

@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from lstm_core.attention import BahdanauAttention, LuongAttention, make_attention
+from lstm_core.attention import (
+    BahdanauAttention, LuongAttention, diagonal_attention_loss, make_attention)
 
 BATCH, STEPS, SRC, UNITS = 3, 2, 5, 4
 LENGTHS = np.array([5, 2, 3])
@@ -181,3 +182,31 @@ def test_bad_arguments():
         BahdanauAttention(units=0)
     with pytest.raises(ValueError, match="memory of rank 3"):
         make_attention("general")(query, memory[:, 0])
+
+
+def guided_loss_loop(alignments, source_lengths, target_lengths, width):
+    """The guided-attention loss one weight at a time (Tachibana et al. 2018)."""
+    total = 0.0
+    for a, S, T in zip(alignments, source_lengths, target_lengths):
+        for t in range(T):
+            for s in range(S):
+                total += a[t, s] * (1 - np.exp(-(t / T - s / S) ** 2 / (2 * width ** 2)))
+    return total / sum(target_lengths)
+
+
+def test_diagonal_attention_loss_matches_a_loop_and_favours_the_diagonal():
+    rng = np.random.default_rng(0)
+    alignments = rng.random((2, 4, 5)).astype("float32")
+    source_lengths, target_lengths = [5, 3], [4, 2]
+    source_mask = np.arange(5)[None] < np.array(source_lengths)[:, None]
+    target_mask = np.arange(4)[None] < np.array(target_lengths)[:, None]
+    got = diagonal_attention_loss(alignments, source_mask, target_mask, width=0.3)
+    assert float(got) == pytest.approx(
+        guided_loss_loop(alignments, source_lengths, target_lengths, 0.3), rel=1e-5)
+    # one-hot attention along the diagonal costs nothing; along the anti-diagonal, a lot
+    diagonal, anti = np.zeros((1, 4, 4), "float32"), np.zeros((1, 4, 4), "float32")
+    diagonal[0, range(4), range(4)] = 1.0
+    anti[0, range(4), range(3, -1, -1)] = 1.0
+    full = np.ones((1, 4), bool)
+    assert float(diagonal_attention_loss(diagonal, full, full)) == pytest.approx(0.0, abs=1e-6)
+    assert float(diagonal_attention_loss(anti, full, full)) > 0.5

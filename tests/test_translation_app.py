@@ -279,6 +279,25 @@ def test_label_smoothed_loss_matches_numpy():
                                expected[mask].mean(), rtol=1e-5)
 
 
+def test_guided_attention_adds_its_weighted_loss_in_training_only():
+    from lstm_core.attention import diagonal_attention_loss
+
+    model = Translator(7, 9, 4, 6, encoder={"units": 3}, decoder={"units": 5},
+                       guided_attention={"weight": 2.0, "width": 0.3})
+    batch = {"source": tf.constant([[4, 5, 6, 0], [5, 4, 0, 0]]),
+             "target_in": tf.constant([[2, 6, 7], [2, 8, 0]])}
+    model(batch)
+    assert not model.losses  # inference adds nothing
+    model(batch, training=True)
+    _, alignments = model.teacher_forced(batch)  # no dropout: as in training
+    expected = 2.0 * diagonal_attention_loss(alignments, batch["source"] != 0,
+                                             batch["target_in"] != 0, 0.3)
+    assert len(model.losses) == 1 and float(model.losses[0]) == pytest.approx(float(expected))
+    assert float(expected) > 0
+    restored = Translator.from_config(model.get_config())
+    assert restored.settings["guided_attention"] == {"weight": 2.0, "width": 0.3}
+
+
 def test_tied_embeddings_score_with_the_target_embeddings():
     model = Translator(7, 9, 4, 6, encoder={"units": 3}, decoder={"units": 5},
                        tie_embeddings=True)

@@ -123,6 +123,15 @@ class TranslationApp(App):
                             doc="the state before the first step: zeros, or mean: from the "
                                 "mean of the encoder outputs (Nematus)"),
         },
+        "guided_attention": {
+            "weight": Field(float, 0.0, min=0,
+                            doc="weight of the guided-attention loss (the decoder's attention "
+                                "off the diagonal, Tachibana et al. 2018) added to the training "
+                                "loss (0: off)"),
+            "width": Field(float, 0.4, min=0.01,
+                           doc="how far from the diagonal (as a share of the sentence) "
+                               "attention goes unpenalised"),
+        },
         "tie_embeddings": Field(bool, False, doc="the output layer reuses the target embeddings"),
         "label_smoothing": Field(float, 0.1, min=0, max=0.99,
                                  doc="share of each target's probability spread over the "
@@ -311,7 +320,8 @@ class TranslationApp(App):
                 target_embedding_dim=model["target_embedding_dim"],
                 embedding_dropout=model["embedding_dropout"], encoder=model["encoder"],
                 decoder=model["decoder"], tie_embeddings=model["tie_embeddings"],
-                label_smoothing=model["label_smoothing"], seed=model["seed"])
+                label_smoothing=model["label_smoothing"],
+                guided_attention=model["guided_attention"], seed=model["seed"])
             ids = tf.constant([[BOS, EOS]])
             translator({"source": ids, "target_in": ids})  # build
         except ValueError as error:  # settings that do not fit together (dot attention sizes)

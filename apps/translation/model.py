@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from apps.translation.subwords import BOS, PAD
+from lstm_core.attention import diagonal_attention_loss
 from lstm_core.distribute import replica_loss
 from lstm_core.decoder import AttentionDecoder, AttentionDecoderCell
 from lstm_core.layers import RNNStack
@@ -69,12 +70,16 @@ class Translator(keras.Model):
     (0 pads). ``encoder`` holds :class:`lstm_core.RNNStack` arguments
     (bidirectional unless it says otherwise), ``decoder`` those of
     :class:`lstm_core.AttentionDecoderCell`; with ``tie_embeddings`` the
-    decoder's ``output_units`` is the target embedding size.
+    decoder's ``output_units`` is the target embedding size. A
+    ``guided_attention`` ``weight`` adds that much of
+    :func:`lstm_core.attention.diagonal_attention_loss` (``width``) to the
+    training loss.
     """
 
     def __init__(self, source_vocab, target_vocab, source_embedding_dim=256,
                  target_embedding_dim=256, embedding_dropout=0.0, encoder=None, decoder=None,
-                 tie_embeddings=False, label_smoothing=0.0, seed=None, **kwargs):
+                 tie_embeddings=False, label_smoothing=0.0, guided_attention=None, seed=None,
+                 **kwargs):
         super().__init__(**kwargs)
         decoder = dict(decoder or {})
         if tie_embeddings:
@@ -87,7 +92,8 @@ class Translator(keras.Model):
             source_vocab=source_vocab, target_vocab=target_vocab,
             source_embedding_dim=source_embedding_dim, target_embedding_dim=target_embedding_dim,
             embedding_dropout=embedding_dropout, encoder=dict(encoder or {}), decoder=decoder,
-            tie_embeddings=tie_embeddings, label_smoothing=label_smoothing, seed=seed)
+            tie_embeddings=tie_embeddings, label_smoothing=label_smoothing,
+            guided_attention=dict(guided_attention or {}), seed=seed)
         self.label_smoothing = label_smoothing
         self.tie_embeddings = tie_embeddings
         self.source_embedding = keras.layers.Embedding(source_vocab, source_embedding_dim,
@@ -120,7 +126,13 @@ class Translator(keras.Model):
         return self.output_logits(outputs), alignments
 
     def call(self, inputs, training=False):
-        return self.teacher_forced(inputs, training)[0]
+        logits, alignments = self.teacher_forced(inputs, training)
+        guide = self.settings["guided_attention"]
+        if training and guide.get("weight"):
+            self.add_loss(guide["weight"] * diagonal_attention_loss(
+                alignments, inputs["source"] != PAD, inputs["target_in"] != PAD,
+                guide.get("width", 0.4)))
+        return logits
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):
         # y: the reference and the end id, 0-padded; its padding is not scored.

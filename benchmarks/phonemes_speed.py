@@ -42,6 +42,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 
+from apps.phonemes.app import PHONE_LM_ORDER  # noqa: E402
 from apps.phonemes.data import pad_batch  # noqa: E402
 from lstm_core import runs  # noqa: E402
 from lstm_core.cli import load_config  # noqa: E402
@@ -94,7 +95,7 @@ def trainers(batch_size):
     """``{cell: (app, config, assets, model, step)}``, ``step()`` one training step."""
     x, y = synthetic_batch(batch_size, seed=0)
     # the n-gram counts a run keeps, for exports that decode with a phone LM
-    assets = {"phones": PHONES, "sample_rate": RATE, "phone_ngrams": count_ngrams(y, 3)}
+    assets = {"phones": PHONES, "sample_rate": RATE, "phone_ngrams": count_ngrams(y, PHONE_LM_ORDER)}
     built = {}
     for cell in CELLS:
         app, config = recipe_config(cell)

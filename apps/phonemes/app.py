@@ -31,6 +31,11 @@ SOURCES = ("train_manifest", "timit_root", "tfds")
 PHONE_LM_ORDER = 3
 
 
+def phone_ids(phones):
+    """``{phone: class id}``: 1, 2, ... in order (class 0 is the CTC blank)."""
+    return {phone: index for index, phone in enumerate(phones, start=1)}
+
+
 class PhonemeApp(App):
     name = "phonemes"
     metric = "per"
@@ -275,7 +280,7 @@ class PhonemeApp(App):
         phones = sorted({p for phonemes in transcriptions for p in phonemes})
         if not phones:
             raise UserError("the training transcriptions have no phonemes")
-        ids = {phone: index for index, phone in enumerate(phones, start=1)}
+        ids = phone_ids(phones)
         assets = {"phones": phones, "sample_rate": config["data"]["sample_rate"],
                   "phone_ngrams": count_ngrams(([ids[p] for p in phonemes]
                                                 for phonemes in transcriptions), PHONE_LM_ORDER)}
@@ -309,7 +314,7 @@ class PhonemeApp(App):
                                         f"{split} data")
         if not kept:
             raise UserError(f"{split} data: every audio file was bad")
-        ids = {phone: index for index, phone in enumerate(assets["phones"], start=1)}
+        ids = phone_ids(assets["phones"])
         unknown = sorted({p for u in kept for p in u.phonemes} - set(ids))
         if unknown:
             raise UserError(f"{split} data: the model has no phoneme {', '.join(unknown)}; it "
@@ -384,23 +389,20 @@ class PhonemeApp(App):
         would trace its graph again at every dev pass)."""
         from apps.phonemes.serving import PhonemeServing
 
-        decode, lm = config["decode"], None
+        decode, settings, lm = config["decode"], None, None
         if beam_width > 1 and decode["lm_weight"] > 0:
             if "phone_ngrams" not in assets:
                 raise UserError("decode.lm_weight: this run has no phone n-gram counts (it was "
                                 "trained before they were kept); train it again to use an LM")
-            lm = (decode["lm_order"], decode["lm_smoothing"], decode["lm_weight"])
-
-        def make():
+            settings = (decode["lm_order"], decode["lm_smoothing"], decode["lm_weight"])
             try:
-                table = None if lm is None else log_prob_table(
-                    assets["phone_ngrams"], len(assets["phones"]) + 1, *lm[:2])
+                table = log_prob_table(assets["phone_ngrams"], len(assets["phones"]) + 1,
+                                       decode["lm_order"], decode["lm_smoothing"])
             except ValueError as error:
                 raise UserError(f"decode.lm_order: {error}") from None
-            return PhonemeServing(model, assets["phones"], assets["sample_rate"], beam_width,
-                                  lm=None if lm is None else (table, lm[2]))
-
-        return model_cache(model, ("serving", beam_width, lm), make)
+            lm = (table, decode["lm_weight"])
+        return model_cache(model, ("serving", beam_width, settings), lambda: PhonemeServing(
+            model, assets["phones"], assets["sample_rate"], beam_width, lm=lm))
 
     # -- use ------------------------------------------------------------------
 

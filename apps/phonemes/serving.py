@@ -38,12 +38,12 @@ class PhonemeServing(tf.Module):
         """Ragged ``[batch, (phonemes)]`` int32 ids (>= 1)."""
         logits = self.model({"waveform": waveform, "lengths": lengths}, training=False)
         steps = self.model.output_lengths(lengths)
-        if self.beam_width > 1 and self.lm is not None:
-            ids, counts = rescore(*ctc_beam_search_decode(logits, steps, self.beam_width,
-                                                          top_paths=self.beam_width), *self.lm)
-        elif self.beam_width > 1:
-            ids, counts, _ = ctc_beam_search_decode(logits, steps, self.beam_width)
-            ids, counts = ids[:, 0], counts[:, 0]
+        if self.beam_width > 1:
+            # The phone LM picks from the whole n-best list; without it the best path is first.
+            paths = self.beam_width if self.lm is not None else 1
+            ids, counts, scores = ctc_beam_search_decode(logits, steps, self.beam_width, paths)
+            ids, counts = (rescore(ids, counts, scores, *self.lm) if self.lm is not None
+                           else (ids[:, 0], counts[:, 0]))
         else:
             ids, counts = ctc_greedy_decode(logits, steps)
         return tf.RaggedTensor.from_tensor(ids, lengths=counts)

@@ -113,6 +113,29 @@ def ctc_greedy_decode(logits, logit_lengths, blank=BLANK):
     return _dense(decoded[0])
 
 
+def _blank_last(logits, index):
+    """``logits`` with the blank's column moved last, where TensorFlow's
+    native CTC kernels want it (the classes after it move down by one)."""
+    return tf.concat(
+        [logits[..., :index], logits[..., index + 1:], logits[..., index:index + 1]], axis=-1)
+
+
+def _blank_padded(logits, logit_lengths, frames, index):
+    """Rows shorter than ``frames`` lengthened to it by frames of certain
+    blank. TensorFlow's beam search fails the whole batch when a row has
+    fewer labellings than the paths asked for (a row of no frames has one,
+    the empty one); a frame of certain blank changes no labelling's
+    probability (in float32), and ``frames`` of them give any row enough
+    improbable labellings (about -1e4 a label) to fill the list."""
+    logit_lengths = tf.cast(logit_lengths, tf.int32)
+    steps = tf.maximum(tf.shape(logits)[1], frames)
+    logits = tf.pad(logits, [[0, 0], [0, steps - tf.shape(logits)[1]], [0, 0]])
+    certain_blank = tf.one_hot(index, logits.shape[-1], on_value=0.0, off_value=-1e4)
+    real = tf.range(steps)[None, :] < logit_lengths[:, None]
+    return (tf.where(real[..., None], logits, certain_blank),
+            tf.maximum(logit_lengths, frames))
+
+
 def ctc_beam_search_decode(logits, logit_lengths, beam_width, top_paths=1, blank=BLANK):
     """Prefix beam search for the most probable labellings (summing over their
     alignments), ``tf.nn.ctc_beam_search_decoder``.
@@ -127,12 +150,12 @@ def ctc_beam_search_decode(logits, logit_lengths, beam_width, top_paths=1, blank
         raise ValueError(f"top_paths={top_paths} is more than beam_width={beam_width}")
     logits, num_classes = _float_logits(logits)
     index = _blank_index(blank, num_classes)
+    if top_paths > 1:
+        logits, logit_lengths = _blank_padded(logits, logit_lengths, top_paths, index)
     # TensorFlow's beam search has the blank last: move its column there and
     # map the decoded ids (classes after the blank moved down by one) back.
-    moved = tf.concat(
-        [logits[..., :index], logits[..., index + 1:], logits[..., index:index + 1]], axis=-1)
     decoded, scores = tf.nn.ctc_beam_search_decoder(
-        tf.transpose(moved, [1, 0, 2]),
+        tf.transpose(_blank_last(logits, index), [1, 0, 2]),
         tf.cast(logit_lengths, tf.int32),
         beam_width=beam_width,
         top_paths=top_paths,
@@ -145,6 +168,70 @@ def ctc_beam_search_decode(logits, logit_lengths, beam_width, top_paths=1, blank
     labels = tf.where(labels >= index, labels + 1, labels)  # PAD (-1) < index stays
     lengths = tf.stack([length for _, length in paths], axis=1)
     return labels, lengths, tf.cast(scores, tf.float32)
+
+
+def ctc_log_likelihoods(labels, label_lengths, logits, logit_lengths, blank=BLANK):
+    """``log p(labelling | logits)`` of ``n`` labellings of each example, summed
+    over their alignments (the CTC forward pass): ``labels`` int ``[batch, n,
+    max_len]`` padded with ``PAD`` (a decoder's n-best list), ``label_lengths``
+    ``[batch, n]``. Returns float32 ``[batch, n]``, ``-inf`` for a labelling
+    too long for its example's frames (a repeated label needs a blank frame
+    between). For decoding: it runs TensorFlow's native CTC kernel (sparse
+    labels, several times faster than :func:`ctc_loss`'s dense-label ops, but
+    with no XLA kernel)."""
+    logits, num_classes = _float_logits(logits)
+    index = _blank_index(blank, num_classes)
+    labels = tf.convert_to_tensor(labels, tf.int32)
+    label_lengths = tf.convert_to_tensor(label_lengths, tf.int32)
+    n = tf.shape(labels)[1]
+    flat = tf.reshape(labels, [-1, tf.shape(labels)[2]])
+    flat_lengths = tf.reshape(label_lengths, [-1])
+    steps = tf.repeat(tf.cast(logit_lengths, tf.int32), n, axis=0)
+    inside = tf.range(tf.shape(flat)[1])[None, :] < flat_lengths[:, None]
+    repeats = inside[:, 1:] & (flat[:, 1:] == flat[:, :-1])
+    fits = flat_lengths + tf.reduce_sum(tf.cast(repeats, tf.int32), axis=1) <= steps
+    # The kernel refuses empty labellings: theirs is the all-blank path.
+    frames = tf.sequence_mask(logit_lengths, tf.shape(logits)[1])
+    all_blank = tf.reduce_sum(tf.where(frames, tf.nn.log_softmax(logits)[..., index], 0.0), axis=1)
+    # It fails the whole batch on a labelling that cannot fit, unless told to
+    # skip those (they are -inf here); the empty ones get a one-label stand-in.
+    moved = tf.where(flat > index, flat - 1, flat)  # ids with the blank last
+    stand_in = tf.pad(tf.where(inside, moved, 0), [[0, 0], [0, 1]])
+    sparse = tf.RaggedTensor.from_tensor(stand_in, lengths=tf.maximum(flat_lengths, 1)).to_sparse()
+    loss = tf.compat.v1.nn.ctc_loss(
+        sparse, tf.repeat(_blank_last(logits, index), n, axis=0), steps,
+        ignore_longer_outputs_than_inputs=True, time_major=False)
+    scores = tf.where(flat_lengths == 0, tf.repeat(all_blank, n, axis=0),
+                      tf.where(fits, -loss, -float("inf")))
+    return tf.reshape(scores, tf.shape(label_lengths))
+
+
+def ctc_ensemble_beam_search(scored, beam_width, blank=BLANK):
+    """Beam search for several CTC models of one label set at once (seeds or
+    variants of one recipe), combined per labelling rather than per frame:
+    their frame posteriors need not line up (each model places its label
+    spikes where it likes), so averaging them blurs the spikes, whereas the
+    probability of a whole labelling is comparable between models. Each model's
+    ``beam_width``-best labellings are pooled and every one is scored by the
+    mean over the models of :func:`ctc_log_likelihoods` (a product of
+    experts over labellings).
+
+    ``scored``: ``[(logits, logit_lengths), ...]``, one pair per model (the
+    models may subsample differently). Returns ``(labels, lengths, scores)``
+    as :func:`ctc_beam_search_decode` does, with ``len(scored) *
+    beam_width`` paths per example, best first (a labelling several models
+    found appears once per model)."""
+    paths = [ctc_beam_search_decode(logits, lengths, beam_width, beam_width, blank)[:2]
+             for logits, lengths in scored]
+    max_len = tf.reduce_max([tf.shape(labels)[2] for labels, _ in paths])
+    labels = tf.concat([tf.pad(labels, [[0, 0], [0, 0], [0, max_len - tf.shape(labels)[2]]],
+                               constant_values=PAD) for labels, _ in paths], axis=1)
+    lengths = tf.concat([lengths for _, lengths in paths], axis=1)
+    scores = tf.add_n([ctc_log_likelihoods(labels, lengths, logits, steps, blank)
+                       for logits, steps in scored]) / len(scored)
+    order = tf.argsort(scores, axis=1, direction="DESCENDING", stable=True)
+    return (tf.gather(labels, order, batch_dims=1), tf.gather(lengths, order, batch_dims=1),
+            tf.gather(scores, order, batch_dims=1))
 
 
 def ctc_alignment(logits, logit_lengths, blank=BLANK):

@@ -11,7 +11,9 @@ import tensorflow as tf
 from lstm_core.ctc import (
     ctc_alignment,
     ctc_beam_search_decode,
+    ctc_ensemble_beam_search,
     ctc_greedy_decode,
+    ctc_log_likelihoods,
     ctc_loss,
 )
 
@@ -162,6 +164,21 @@ def test_beam_search_finds_the_most_probable_labellings(blank):
         np.testing.assert_allclose(scores[k], [lp for _, lp in exact], rtol=1e-4, atol=1e-4)
 
 
+def test_n_best_lists_longer_than_a_short_row_has_labellings():
+    # TensorFlow's decoder alone fails the whole batch here: a row of no
+    # frames has one labelling, a row of one frame three.
+    lengths = np.array([4, 0, 1])
+    logits = random_logits(50, len(lengths), 4)
+    labels, found, scores = ctc_beam_search_decode(logits, lengths, 16, 16)
+    found = as_lists(labels, found)
+    for k, (x, n) in enumerate(zip(logits, lengths)):
+        exact = sorted(labelling_log_probs(x, n, 0).items(), key=lambda kv: -kv[1])[:16]
+        real = len(exact)
+        assert found[16 * k:16 * k + real] == [labelling for labelling, _ in exact]
+        np.testing.assert_allclose(scores[k, :real], [lp for _, lp in exact], atol=1e-4)
+        assert np.all(scores[k, real:] < -1000)  # the fillers: never a real choice
+
+
 def test_beam_width_one_agrees_with_greedy_on_peaked_outputs():
     # With one class dominating every frame the best path carries nearly all
     # the probability, so a 1-wide beam and best-path decoding agree (they can
@@ -172,6 +189,58 @@ def test_beam_width_one_agrees_with_greedy_on_peaked_outputs():
         greedy = as_lists(*ctc_greedy_decode(logits, lengths, blank=blank))
         labels, beam_lengths, _ = ctc_beam_search_decode(logits, lengths, 1, blank=blank)
         assert as_lists(labels[:, 0], beam_lengths[:, 0]) == greedy
+
+
+def test_log_likelihoods_of_n_best_lists_match_brute_force():
+    lengths = np.array([4, 2, 3])
+    logits = random_logits(31, len(lengths), 4)
+    candidates = [[(1,), (2, 1), ()], [(1, 1), (2,), (1,)], [(2, 2, 1), (1, 2), (2,)]]
+    width = max(len(c) for row in candidates for c in row)
+    labels = np.full((3, 3, width), -1, "int32")
+    for b, row in enumerate(candidates):
+        for k, labelling in enumerate(row):
+            labels[b, k, :len(labelling)] = labelling
+    label_lengths = np.array([[len(c) for c in row] for row in candidates], "int32")
+    got = ctc_log_likelihoods(labels, label_lengths, logits, lengths, blank=0).numpy()
+    for b, row in enumerate(candidates):
+        exact = labelling_log_probs(logits[b], lengths[b], blank=0)
+        for k, labelling in enumerate(row):
+            if labelling in exact:
+                np.testing.assert_allclose(got[b, k], exact[labelling], rtol=1e-4, atol=1e-4)
+            else:  # (1, 1) needs a blank between: it cannot fit in 2 frames
+                assert got[b, k] == -np.inf
+    # every labelling empty: still a [batch, n] answer
+    empty = ctc_log_likelihoods(np.zeros((3, 2, 0), "int32"), np.zeros((3, 2), "int32"),
+                                logits, lengths)
+    np.testing.assert_allclose(empty.numpy()[:, 0], [labelling_log_probs(x, n, 0)[()]
+                                                     for x, n in zip(logits, lengths)], rtol=1e-4)
+
+
+@pytest.mark.parametrize("blank", [0, 2])
+def test_ensemble_beam_search_finds_the_best_labelling_of_the_models_together(blank):
+    lengths = np.array([4, 3, 4, 2, 4, 3])
+    models = [random_logits(seed, len(lengths), 4, scale=2.0) for seed in (40, 41)]
+    # the second model subsamples less: its frames are longer in steps, padded apart
+    models[1] = np.concatenate([models[1], random_logits(42, len(lengths), 2)], axis=1)
+    steps = [lengths, lengths + 2]
+    labels, found_lengths, scores = ctc_ensemble_beam_search(
+        [(tf.constant(x), tf.constant(n)) for x, n in zip(models, steps)], 64, blank=blank)
+    assert labels.shape[1] == 2 * 64 and scores.shape == (len(lengths), 128)
+    assert np.all(scores[:, :-1] >= scores[:, 1:])  # best first
+    best = as_lists(labels[:, 0], found_lengths[:, 0])
+    overruled = 0  # rows where the pair's choice is not the first model's own best
+    for b in range(len(lengths)):
+        exact = [labelling_log_probs(x[b], n[b], blank) for x, n in zip(models, steps)]
+        mean = {key: sum(e.get(key, -np.inf) for e in exact) / 2 for key in exact[0]}
+        winner = max(mean, key=mean.get)
+        assert best[b] == winner
+        overruled += winner != max(exact[0], key=exact[0].get)
+        np.testing.assert_allclose(scores[b, 0], mean[winner], rtol=1e-4, atol=1e-4)
+    assert overruled, "no row where combining changes the answer: the test says little"
+    # one model: its own beam search, exact scores
+    alone = ctc_ensemble_beam_search([(models[0], lengths)], 64, blank=blank)
+    single = ctc_beam_search_decode(models[0], lengths, 64, 1, blank=blank)
+    assert as_lists(alone[0][:, 0], alone[1][:, 0]) == as_lists(single[0][:, 0], single[1][:, 0])
 
 
 def alignment_reference(logits, length, blank):

@@ -365,6 +365,55 @@ def test_a_phone_lm_from_the_training_transcriptions_rescores_the_beam_in_the_ex
     assert "no phone n-gram counts" in capsys.readouterr().err
 
 
+def test_an_ensemble_of_seeds_exports_and_picks_what_its_runs_like_best_together(trained):
+    import json
+
+    from lstm_core.ctc import ctc_log_likelihoods
+    from lstm_core.runs import load_run
+
+    root, run = trained
+    other = root / "run-seed-2"
+    assert main(["train", str(root / "recipe.yaml"), "--data-dir", str(root), "--run-dir",
+                 str(other), "--quiet", "--set", "train.seed=2"]) == 0
+    export = root / "export-ensemble"
+    assert main(["export", str(run), str(other), str(export)]) == 0  # checked fresh and in TF1
+    rows = [line.split("\t") for line in (root / "manifest.tsv").read_text().splitlines()[1:]]
+    waves = [audio_data.load_audio(root / row[0], RATE) for row in rows]
+    batch, lengths = audio_data.pad_batch(waves)
+    serve = tf.saved_model.load(str(export)).signatures["serving_default"]
+    decoded = {"ensemble": [s.decode().split() for s in serve(
+        waveform=tf.constant(batch), lengths=tf.constant(lengths))["phonemes"].numpy()]}
+    for member in (run, other):
+        out = root / f"predicted-{member.name}.tsv"
+        assert main(["predict", str(member), str(root / "manifest.tsv"), "--output",
+                     str(out)]) == 0
+        decoded[member.name] = [line.split("\t")[1].split()
+                                for line in out.read_text().splitlines()]
+    assert decoded[run.name] != decoded[other.name], "the seeds agree: the test says little"
+
+    # the ensemble's answer is, of all the members found, the likeliest under both
+    ids = {p: i for i, p in enumerate(json.loads((run / "assets.json").read_text())["phones"], 1)}
+    models = [load_run(member).model for member in (run, other)]
+
+    def mean_log_likelihood(sequences):
+        labels = np.full((len(sequences), 1, max(map(len, sequences)) + 1), -1, "int32")
+        for row, sequence in enumerate(sequences):
+            labels[row, 0, :len(sequence)] = [ids[p] for p in sequence]
+        counts = np.array([[len(s)] for s in sequences], "int32")
+        return np.mean([ctc_log_likelihoods(labels, counts, model(
+            {"waveform": batch, "lengths": lengths}), model.output_lengths(lengths))[:, 0]
+            for model in models], axis=0)
+
+    together = mean_log_likelihood(decoded["ensemble"])
+    for member in (run, other):
+        assert (together >= mean_log_likelihood(decoded[member.name]) - 1e-4).all()
+
+    # an empty waveform in the batch gives no phonemes and changes no other row
+    batch, lengths = audio_data.pad_batch(waves[:3] + [np.zeros(0, "float32")])
+    served = serve(waveform=tf.constant(batch), lengths=tf.constant(lengths))["phonemes"]
+    assert [s.decode().split() for s in served.numpy()] == decoded["ensemble"][:3] + [[]]
+
+
 def test_evaluate_draws_spectrograms_and_posteriors_of_three_utterances(trained, tmp_path):
     from matplotlib.image import imread
 

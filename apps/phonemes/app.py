@@ -459,6 +459,11 @@ class PhonemeApp(App):
         else:
             Path(output_path).write_text("".join(lines), encoding="utf-8")
 
+    def ensemble(self, models):
+        from apps.phonemes.model import PhonemeEnsemble
+
+        return PhonemeEnsemble(models)
+
     def serving_module(self, model, config, assets):
         return self.serving(model, config, assets, config["decode"]["beam_width"])
 

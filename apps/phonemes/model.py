@@ -119,3 +119,14 @@ class PhonemeRecognizer(keras.Model):
 
     def get_config(self):
         return {**super().get_config(), **self.settings}
+
+
+class PhonemeEnsemble(tf.Module):
+    """Recognizers of one phone set (seeds or variants of one recipe),
+    decoded as one by :func:`lstm_core.ctc.ctc_ensemble_beam_search`: each
+    scores the audio itself, and the labellings their beams found are ranked
+    by the members' mean log-likelihood."""
+
+    def __init__(self, members):
+        super().__init__()
+        self.members = list(members)

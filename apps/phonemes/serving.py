@@ -10,7 +10,8 @@ scalar int32 variable of the module.
 
 import tensorflow as tf
 
-from lstm_core.ctc import ctc_alignment, ctc_beam_search_decode, ctc_greedy_decode
+from lstm_core.ctc import (
+    ctc_alignment, ctc_beam_search_decode, ctc_ensemble_beam_search, ctc_greedy_decode)
 from lstm_core.ngram import rescore
 
 BLANK_SYMBOL = "<blank>"
@@ -18,16 +19,21 @@ BLANK_SYMBOL = "<blank>"
 
 class PhonemeServing(tf.Module):
     """``beam_width`` 1 decodes greedily (best path), more runs a beam
-    search; with ``lm`` (a :func:`lstm_core.ngram.log_prob_table` and its
-    weight) the phone LM rescores the beam's n-best list. The decoders have
-    no XLA kernels: the function is not jit-compiled."""
+    search; a :class:`~apps.phonemes.model.PhonemeEnsemble` always runs its
+    members' beams (of one path at ``beam_width`` 1) and ranks what they
+    found together. With ``lm`` (a :func:`lstm_core.ngram.log_prob_table`
+    and its weight) the phone LM rescores the n-best list. The decoders
+    have no XLA kernels: the function is not jit-compiled."""
 
     #: Kept on the exported object (see lstm_core.export.serving_archive).
     serving_attributes = ("sample_rate",)
 
     def __init__(self, model, phones, sample_rate, beam_width=1, lm=None):
+        from apps.phonemes.model import PhonemeEnsemble
+
         super().__init__()
         self.model = model
+        self.members = model.members if isinstance(model, PhonemeEnsemble) else [model]
         self.symbols = tf.constant([BLANK_SYMBOL] + list(phones))
         self.sample_rate = tf.Variable(int(sample_rate), dtype=tf.int32, trainable=False,
                                        name="sample_rate")
@@ -36,16 +42,20 @@ class PhonemeServing(tf.Module):
 
     def decode_ids(self, waveform, lengths):
         """Ragged ``[batch, (phonemes)]`` int32 ids (>= 1)."""
-        logits = self.model({"waveform": waveform, "lengths": lengths}, training=False)
-        steps = self.model.output_lengths(lengths)
-        if self.beam_width > 1:
-            # The phone LM picks from the whole n-best list; without it the best path is first.
-            paths = self.beam_width if self.lm is not None else 1
-            ids, counts, scores = ctc_beam_search_decode(logits, steps, self.beam_width, paths)
+        inputs = {"waveform": waveform, "lengths": lengths}
+        scored = [(member(inputs, training=False), member.output_lengths(lengths))
+                  for member in self.members]
+        if len(scored) == 1 and self.beam_width == 1:
+            ids, counts = ctc_greedy_decode(*scored[0])
+        else:
+            if len(scored) > 1:
+                ids, counts, scores = ctc_ensemble_beam_search(scored, self.beam_width)
+            else:
+                # The phone LM picks from the whole n-best list; without it the best path is first.
+                paths = self.beam_width if self.lm is not None else 1
+                ids, counts, scores = ctc_beam_search_decode(*scored[0], self.beam_width, paths)
             ids, counts = (rescore(ids, counts, scores, *self.lm) if self.lm is not None
                            else (ids[:, 0], counts[:, 0]))
-        else:
-            ids, counts = ctc_greedy_decode(logits, steps)
         return tf.RaggedTensor.from_tensor(ids, lengths=counts)
 
     @tf.function(input_signature=[tf.TensorSpec([None, None], tf.float32, name="waveform"),

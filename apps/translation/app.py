@@ -13,7 +13,7 @@ from apps.translation import data as corpora
 from apps.translation import subwords
 from apps.translation.subwords import BOS, EOS
 from lstm_core.apps import App, model_cache
-from lstm_core.attention import ATTENTIONS
+from lstm_core.attention import ATTENTIONS, GUIDE_WIDTH
 from lstm_core.decoder import BRIDGES
 from lstm_core.errors import UserError
 from lstm_core.recipes import Field, RecipeError
@@ -128,7 +128,7 @@ class TranslationApp(App):
                             doc="weight of the guided-attention loss (the decoder's attention "
                                 "off the diagonal, Tachibana et al. 2018) added to the training "
                                 "loss (0: off)"),
-            "width": Field(float, 0.4, min=0.01,
+            "width": Field(float, GUIDE_WIDTH, min=0.01,
                            doc="how far from the diagonal (as a share of the sentence) "
                                "attention goes unpenalised"),
         },

@@ -20,7 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from apps.translation.subwords import BOS, PAD
-from lstm_core.attention import diagonal_attention_loss
+from lstm_core.attention import GUIDE_WIDTH, diagonal_attention_loss
 from lstm_core.distribute import replica_loss
 from lstm_core.decoder import AttentionDecoder, AttentionDecoderCell
 from lstm_core.layers import RNNStack
@@ -131,7 +131,7 @@ class Translator(keras.Model):
         if training and guide.get("weight"):
             self.add_loss(guide["weight"] * diagonal_attention_loss(
                 alignments, inputs["source"] != PAD, inputs["target_in"] != PAD,
-                guide.get("width", 0.4)))
+                guide.get("width", GUIDE_WIDTH)))
         return logits
 
     def compute_loss(self, x=None, y=None, y_pred=None, sample_weight=None, training=True):

@@ -113,6 +113,13 @@ def ctc_greedy_decode(logits, logit_lengths, blank=BLANK):
     return _dense(decoded[0])
 
 
+def _same_width(labels):
+    """Label tensors (the label axis last) padded with ``PAD`` to the widest."""
+    width = tf.reduce_max([tf.shape(x)[-1] for x in labels])
+    return [tf.pad(x, [[0, 0]] * (len(x.shape) - 1) + [[0, width - tf.shape(x)[-1]]],
+                   constant_values=PAD) for x in labels]
+
+
 def _blank_last(logits, index):
     """``logits`` with the blank's column moved last, where TensorFlow's
     native CTC kernels want it (the classes after it move down by one)."""
@@ -161,10 +168,7 @@ def ctc_beam_search_decode(logits, logit_lengths, beam_width, top_paths=1, blank
         top_paths=top_paths,
     )
     paths = [_dense(path) for path in decoded]
-    max_len = tf.reduce_max([tf.shape(dense)[1] for dense, _ in paths])
-    labels = tf.stack(
-        [tf.pad(dense, [[0, 0], [0, max_len - tf.shape(dense)[1]]], constant_values=PAD)
-         for dense, _ in paths], axis=1)
+    labels = tf.stack(_same_width([dense for dense, _ in paths]), axis=1)
     labels = tf.where(labels >= index, labels + 1, labels)  # PAD (-1) < index stays
     lengths = tf.stack([length for _, length in paths], axis=1)
     return labels, lengths, tf.cast(scores, tf.float32)
@@ -223,9 +227,7 @@ def ctc_ensemble_beam_search(scored, beam_width, blank=BLANK):
     found appears once per model)."""
     paths = [ctc_beam_search_decode(logits, lengths, beam_width, beam_width, blank)[:2]
              for logits, lengths in scored]
-    max_len = tf.reduce_max([tf.shape(labels)[2] for labels, _ in paths])
-    labels = tf.concat([tf.pad(labels, [[0, 0], [0, 0], [0, max_len - tf.shape(labels)[2]]],
-                               constant_values=PAD) for labels, _ in paths], axis=1)
+    labels = tf.concat(_same_width([labels for labels, _ in paths]), axis=1)
     lengths = tf.concat([lengths for _, lengths in paths], axis=1)
     scores = tf.add_n([ctc_log_likelihoods(labels, lengths, logits, steps, blank)
                        for logits, steps in scored]) / len(scored)

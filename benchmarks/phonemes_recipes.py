@@ -12,6 +12,9 @@ training time summed over the epochs of every sitting.
 
     python benchmarks/phonemes_recipes.py --data-dir DATA_ROOT [--recipes fsdd espeak_phones]
 
+With ``--ensemble-with RUN_DIR...`` (other seeds of one recipe) it also
+exports the recipe's run and those runs as one ensemble, and scores that.
+
 DATA_ROOT holds fsdd/, espeak_phones/ and ljspeech_phones/ (default:
 $LSTM_SUITE_DATA).
 """
@@ -65,18 +68,20 @@ def main():
     for recipe in args.recipes:
         run_dir = recipe_runs.train("phonemes", recipe, args)
         result = json.loads((run_dir / "result.json").read_text())
-        rate, count, real_time = score_export(recipe_runs.export(run_dir, args), run_dir, args)
-        rows.append((recipe, result, rate, count, recipe_runs.training_seconds(run_dir), real_time))
+        for label, run_dirs, saved_model in recipe_runs.exports(run_dir, args):
+            rate, count, real_time = score_export(saved_model, run_dir, args)
+            rows.append((recipe, label, result, rate, count, recipe_runs.epochs(run_dirs),
+                         recipe_runs.training_seconds(run_dirs), real_time))
     print(f"\n{time.strftime('%Y-%m-%d')}, commit {recipe_runs.commit()}\n")
     print("| recipe | best greedy dev PER (epoch) | export dev PER, beam (S/D/I) | target | "
           "epochs | training time | export speed |")
     print("|---|---:|---:|---:|---:|---:|---:|")
-    for recipe, result, rate, count, seconds, real_time in rows:
+    for recipe, label, result, rate, count, epochs, seconds, real_time in rows:
         best = result["best"]
         met = "met" if rate.rate <= TARGETS[recipe] else "not met"
-        print(f"| {recipe} | {best['dev_per']:.2f} ({best['epoch']}) | {rate.rate:.2f} on {count} "
+        print(f"| {label} | {best['dev_per']:.2f} ({best['epoch']}) | {rate.rate:.2f} on {count} "
               f"utterances ({rate.substitutions}/{rate.deletions}/{rate.insertions}) | "
-              f"<= {TARGETS[recipe]:g} ({met}) | {result['epochs']} | {seconds / 60:.1f} min | "
+              f"<= {TARGETS[recipe]:g} ({met}) | {epochs} | {seconds / 60:.1f} min | "
               f"{real_time:.0f}x real time |")
 
 

@@ -28,18 +28,36 @@ def train(app, recipe, args):
     return run_dir
 
 
-def training_seconds(run_dir):
-    """Seconds of training over every epoch the run recorded (all sittings)."""
+def epoch_records(run_dir):
+    """The run's ``metrics.jsonl``: one dict per epoch trained (all sittings)."""
     lines = (run_dir / "metrics.jsonl").read_text().splitlines()
-    return sum(json.loads(line).get("seconds", 0.0) for line in lines if line.strip())
+    return [json.loads(line) for line in lines if line.strip()]
 
 
-def export(run_dir, args):
-    out = Path(args.runs) / f"{run_dir.name}-export"
-    if out.exists():
-        shutil.rmtree(out)  # this benchmark's own export of a run that may have trained on
-    cli("export", str(run_dir), str(out))
-    return out
+def epochs(run_dirs):
+    """Epochs each run trained, as ``30`` or, for an ensemble, ``30+27``."""
+    return "+".join(str(max(r["epoch"] for r in epoch_records(d))) for d in run_dirs)
+
+
+def training_seconds(run_dirs):
+    """Seconds of training over every epoch the runs recorded (all sittings)."""
+    return sum(r.get("seconds", 0.0) for d in run_dirs for r in epoch_records(d))
+
+
+def exports(run_dir, args):
+    """``(label, runs, SavedModel)`` of the run's best epoch and, given
+    ``--ensemble-with``, of the run and those runs as one ensemble (the
+    export averages their log-probabilities)."""
+    members = {"": [run_dir]}
+    if args.ensemble_with:
+        members[f", ensemble of {1 + len(args.ensemble_with)} runs"] = [
+            run_dir, *map(Path, args.ensemble_with)]
+    for label, run_dirs in members.items():
+        out = Path(args.runs) / f"{run_dir.name}{'-ensemble' if label else ''}-export"
+        if out.exists():
+            shutil.rmtree(out)  # this benchmark's own export of runs that may have trained on
+        cli("export", *map(str, run_dirs), str(out))
+        yield run_dir.name + label, run_dirs, out
 
 
 def parse_args(description, default_recipes, targets):
@@ -50,7 +68,12 @@ def parse_args(description, default_recipes, targets):
     parser.add_argument("--runs", default=str(REPO / "runs" / "bench"))
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="a recipe override for every recipe (repeatable)")
+    parser.add_argument("--ensemble-with", nargs="+", default=[], metavar="RUN_DIR",
+                        help="finished runs of the recipe (other seeds) that join its run in "
+                             "a second, ensemble export")
     args = parser.parse_args()
+    if args.ensemble_with and len(args.recipes) > 1:
+        parser.exit(2, "--ensemble-with joins the runs of one recipe: give one in --recipes\n")
     if not args.data_dir:
         parser.exit(2, "give --data-dir (or set LSTM_SUITE_DATA) to the folder holding the data\n")
     return args

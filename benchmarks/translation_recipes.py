@@ -15,6 +15,9 @@ these with the epochs run and the training time summed over every sitting.
     python benchmarks/translation_recipes.py --data-dir DATA_ROOT \\
         [--recipes multi30k_en_de multi30k_de_en] [--set train.epochs=12]
 
+With ``--ensemble-with RUN_DIR...`` (other seeds of one recipe) it also
+exports the recipe's run and those runs as one ensemble, and scores that.
+
 DATA_ROOT holds multi30k/ (default: $LSTM_SUITE_DATA).
 """
 
@@ -84,22 +87,24 @@ def main():
         run_dir = recipe_runs.train("translation", recipe, args)
         result = json.loads((run_dir / "result.json").read_text())
         sources, references = dev_pairs(run_dir, args)
-        served = serve(recipe_runs.export(run_dir, args), sources)
-        scores, report = score(served["translations"], references)
-        print(f"{recipe}, the export on dev:\n{report}")
-        rows.append((recipe, result, scores, served, recipe_runs.training_seconds(run_dir)))
+        for label, run_dirs, saved_model in recipe_runs.exports(run_dir, args):
+            served = serve(saved_model, sources)
+            scores, report = score(served["translations"], references)
+            print(f"{label}, the export on dev:\n{report}")
+            rows.append((recipe, label, result, scores, served, recipe_runs.epochs(run_dirs),
+                         recipe_runs.training_seconds(run_dirs)))
     print(f"\n{time.strftime('%Y-%m-%d')}, commit {recipe_runs.commit()}\n")
     print("| recipe | best greedy dev BLEU (epoch) | export dev BLEU, beam | chrF | "
           "lowercased BLEU | target | epochs | training time | sentences/s at 64 | "
           "latency at 1 |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
-    for recipe, result, scores, served, seconds in rows:
+    for recipe, label, result, scores, served, epochs, seconds in rows:
         best = result["best"]
         met = "met" if scores["bleu"] >= TARGETS[recipe] else "not met"
         greedy = f"{best['dev_bleu']:.2f} ({best['epoch']})" if "dev_bleu" in best else "-"
-        print(f"| {recipe} | {greedy} | {scores['bleu']:.2f} | {scores['chrf']:.2f} | "
+        print(f"| {label} | {greedy} | {scores['bleu']:.2f} | {scores['chrf']:.2f} | "
               f"{scores['bleu_lowercase']:.2f} | >= {TARGETS[recipe]:g} ({met}) | "
-              f"{result['epochs']} | {seconds / 60:.1f} min | {served['per_second']:.0f} | "
+              f"{epochs} | {seconds / 60:.1f} min | {served['per_second']:.0f} | "
               f"{served['latency_ms']:.0f} ms |")
 
 

@@ -1,7 +1,7 @@
-"""Audio front end as Keras layers: speed and noise augmentation of the
-waveform, log-mel features, MFCCs and their deltas, normalisation (with
-:func:`feature_statistics` for global statistics), SpecAugment, and frame
-stacking or strided convolution to cut the time steps.
+"""Audio front end as Keras layers: trimming, speed and noise augmentation
+of the waveform, log-mel features, MFCCs and their deltas, normalisation
+(with :func:`feature_statistics` for global statistics), SpecAugment, and
+frame stacking or strided convolution to cut the time steps.
 
 Every layer is TensorFlow ops only, so training and the exported SavedModel
 run the same feature code (no train/serve skew), and every layer takes
@@ -16,8 +16,8 @@ neither training nor serving needs librosa.
 
 All the layers run inside ``tf.function(jit_compile=True)`` (XLA has the
 FFT, framing and gather they need); the random layers (:class:`SpecAugment`,
-:class:`SpeedPerturb`, :class:`AddNoise`) under XLA draw other values than
-without it for the same seed (XLA's own RNG stream).
+:class:`RandomTrim`, :class:`SpeedPerturb`, :class:`AddNoise`) under XLA
+draw other values than without it for the same seed (XLA's own RNG stream).
 """
 
 import inspect
@@ -582,8 +582,37 @@ def _range_of(name, values, low=None):
     return first, second
 
 
+class _WaveformAugmentation(_SeededAugmentation):
+    """A seeded change of ``(waveform, lengths)`` in training (the subclass's
+    ``augment``, given float32 waveforms and int32 lengths), the identity
+    otherwise; waveforms stay float32 under any dtype policy."""
+
+    def __init__(self, seed=None, **kwargs):
+        kwargs.setdefault("dtype", "float32")
+        super().__init__(seed=seed, **kwargs)
+
+    def call(self, waveform, lengths=None, training=None):
+        waveform = tf.cast(waveform, tf.float32)
+        lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
+        if not training:
+            return waveform, lengths
+        return self.augment(waveform, lengths)
+
+    def _next_keys(self):
+        """Two independent RNG keys for this call (see :meth:`_next_key`)."""
+        return tf.unstack(
+            tf.random.experimental.stateless_split(self._next_key(), 2, alg="philox")
+        )
+
+    def compute_output_spec(self, waveform, lengths=None, training=None):
+        return (
+            keras.KerasTensor(waveform.shape, dtype="float32"),
+            keras.KerasTensor((waveform.shape[0],), dtype="int32"),
+        )
+
+
 @keras.saving.register_keras_serializable(package="lstm_core")
-class SpeedPerturb(_SeededAugmentation):
+class SpeedPerturb(_WaveformAugmentation):
     """Speed perturbation of waveforms, in training only: each row is played
     at a rate drawn uniformly from ``rates`` (``[min, max]``; 1.1 is 10%
     faster: shorter and a tenth higher in pitch, as sox's ``speed`` effect
@@ -601,7 +630,6 @@ class SpeedPerturb(_SeededAugmentation):
     """
 
     def __init__(self, rates=(0.9, 1.1), seed=None, **kwargs):
-        kwargs.setdefault("dtype", "float32")  # waveforms stay float32
         super().__init__(seed=seed, **kwargs)
         self.rates = _range_of("speed rates", rates, low=0.0)
 
@@ -611,11 +639,7 @@ class SpeedPerturb(_SeededAugmentation):
         played = tf.floor(tf.maximum(lengths - 1.0, 0.0) / rates) + 1.0
         return tf.cast(tf.where(lengths > 0, played, 0.0), tf.int32)
 
-    def call(self, waveform, lengths=None, training=None):
-        waveform = tf.cast(waveform, tf.float32)
-        lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
-        if not training:
-            return waveform, lengths
+    def augment(self, waveform, lengths):
         shape = tf.shape(waveform)
         low, high = self.rates
         rates = tf.random.stateless_uniform(
@@ -647,7 +671,55 @@ class SpeedPerturb(_SeededAugmentation):
 
 
 @keras.saving.register_keras_serializable(package="lstm_core")
-class AddNoise(_SeededAugmentation):
+class RandomTrim(_WaveformAugmentation):
+    """Random trimming of waveforms, in training only: each row loses a share
+    of its samples drawn uniformly from ``fractions`` (``[min, max]``, ``0 <=
+    min <= max < 1``), the cut split between its start and its end at a
+    uniform random point, and the rest moved to the front. The label stays
+    whole, so the model learns to name a word from part of it: recordings of
+    isolated words are trimmed differently by each speaker (one of the Free
+    Spoken Digit Dataset's speakers cuts inside the word). Suited to words
+    and short phrases, not to sentences, whose lost phonemes no fragment
+    predicts.
+
+    ``call(waveform, lengths=None, training=None)`` returns ``(waveform,
+    lengths)``, as long as the input: no row is cut below ``min_samples``
+    (CTC needs a step for each label) and a shorter row is left whole. Not
+    training, it is the identity. Shares and split points are seeded (see
+    :class:`_SeededAugmentation`).
+    """
+
+    def __init__(self, fractions=(0.0, 0.3), min_samples=0, seed=None, **kwargs):
+        super().__init__(seed=seed, **kwargs)
+        self.fractions = _range_of("trim fractions", fractions)
+        if self.fractions[0] < 0 or self.fractions[1] >= 1:
+            raise UserError(f"audio: trim fractions must be within [0, 1), got {fractions!r}")
+        self.min_samples = _positive_int("min_samples", min_samples) if min_samples else 0
+
+    def augment(self, waveform, lengths):
+        shape = tf.shape(waveform)
+        share_key, split_key = self._next_keys()
+        low, high = self.fractions
+        share = tf.random.stateless_uniform(shape[:1], share_key, minval=low, maxval=high,
+                                            alg="philox")
+        split = tf.random.stateless_uniform(shape[:1], split_key, alg="philox")
+        length = tf.cast(lengths, tf.float32)
+        spare = tf.maximum(length - float(self.min_samples), 0.0)
+        cut = tf.minimum(tf.floor(share * length), spare)
+        start = tf.cast(tf.floor(cut * split), tf.int32)
+        new_lengths = lengths - tf.cast(cut, tf.int32)
+        index = tf.minimum(tf.range(shape[1])[None, :] + start[:, None], shape[1] - 1)
+        trimmed = tf.gather(waveform, index, axis=1, batch_dims=1)
+        return trimmed * _valid_mask(new_lengths, shape[1]), new_lengths
+
+    def get_config(self):
+        config = super().get_config()
+        config.update(fractions=list(self.fractions), min_samples=self.min_samples)
+        return config
+
+
+@keras.saving.register_keras_serializable(package="lstm_core")
+class AddNoise(_WaveformAugmentation):
     """Additive white Gaussian noise, in training only, at a signal-to-noise
     ratio drawn per row uniformly from ``snr_db`` (``[min, max]`` in dB)
     relative to the power of the row's valid samples.
@@ -659,19 +731,12 @@ class AddNoise(_SeededAugmentation):
     """
 
     def __init__(self, snr_db=(10.0, 30.0), seed=None, **kwargs):
-        kwargs.setdefault("dtype", "float32")  # waveforms stay float32
         super().__init__(seed=seed, **kwargs)
         self.snr_db = _range_of("noise snr_db", snr_db)
 
-    def call(self, waveform, lengths=None, training=None):
-        waveform = tf.cast(waveform, tf.float32)
-        lengths = _full_lengths(waveform) if lengths is None else tf.cast(lengths, tf.int32)
-        if not training:
-            return waveform, lengths
+    def augment(self, waveform, lengths):
         shape = tf.shape(waveform)
-        snr_key, noise_key = tf.unstack(
-            tf.random.experimental.stateless_split(self._next_key(), 2, alg="philox")
-        )
+        snr_key, noise_key = self._next_keys()
         low, high = self.snr_db
         snr = tf.random.stateless_uniform(shape[:1], snr_key, minval=low, maxval=high,
                                           alg="philox")
@@ -681,12 +746,6 @@ class AddNoise(_SeededAugmentation):
         scale = tf.sqrt(power * tf.pow(10.0, -snr / 10.0))
         noise = tf.random.stateless_normal(shape, noise_key, alg="philox")
         return (waveform + noise * scale[:, None]) * mask, lengths
-
-    def compute_output_spec(self, waveform, lengths=None, training=None):
-        return (
-            keras.KerasTensor(waveform.shape, dtype="float32"),
-            keras.KerasTensor((waveform.shape[0],), dtype="int32"),
-        )
 
     def get_config(self):
         config = super().get_config()

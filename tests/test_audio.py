@@ -12,7 +12,7 @@ import tensorflow as tf
 
 from lstm_core.audio import (
     AddNoise, AudioFeatures, ConvSubsample, Deltas, FrameStack, FrequencyWarp, LogMel, Mfcc,
-    Normalize, SpecAugment, SpeedPerturb, feature_statistics, mel_matrix)
+    Normalize, RandomTrim, SpecAugment, SpeedPerturb, feature_statistics, mel_matrix)
 from lstm_core.errors import UserError
 
 SR = 16000
@@ -304,9 +304,10 @@ def peak_frequency(wave, rate=SR):
     return np.argmax(spectrum) * rate / (8 * len(wave))
 
 
-def test_speed_and_noise_are_identity_at_inference():
+def test_waveform_augmentation_is_identity_at_inference():
     waves, lengths = batch([sine(440, 900), sine(300, 500)])
-    for layer in (SpeedPerturb([0.8, 1.2], seed=1), AddNoise([0.0, 10.0], seed=1)):
+    for layer in (SpeedPerturb([0.8, 1.2], seed=1), AddNoise([0.0, 10.0], seed=1),
+                  RandomTrim([0.1, 0.5], seed=1)):
         for training in (None, False):
             y, out_lengths = layer(waves, lengths, training=training)
             np.testing.assert_array_equal(y, waves)
@@ -343,6 +344,31 @@ def test_speed_rates_are_drawn_in_range_and_seeded():
     twin = SpeedPerturb([0.9, 1.1], seed=5)
     np.testing.assert_array_equal(twin(waves, lengths, training=True)[1], out_lengths)
     assert not np.array_equal(layer(waves, lengths, training=True)[1], out_lengths)
+
+
+def test_trim_keeps_one_stretch_of_each_row_moved_to_the_front():
+    lengths = np.array([1000] * 62 + [300, 200], np.int32)
+    waves, lengths = batch([np.arange(1, n + 1, dtype=np.float32) for n in lengths])
+    layer = RandomTrim([0.2, 0.4], min_samples=250, seed=2)
+    y, out_lengths = layer(waves, lengths, training=True)
+    assert y.shape == waves.shape
+    y, out_lengths = y.numpy(), out_lengths.numpy()
+    starts = y[:, 0] - 1  # each sample is its input position + 1
+    for row, (length, kept, start) in enumerate(zip(lengths, out_lengths, starts)):
+        np.testing.assert_array_equal(y[row, :kept], np.arange(start + 1, start + kept + 1))
+        assert np.all(y[row, kept:] == 0) and start + kept <= length
+    shares = 1 - out_lengths[:62] / 1000
+    assert shares.min() >= 0.2 - 1e-3 and shares.max() <= 0.4
+    assert shares.min() < 0.23 and shares.max() > 0.37
+    # the cut is split between the two ends at a uniform point
+    split = starts[:62] / (1000 - out_lengths[:62])
+    assert split.min() < 0.1 and split.max() > 0.9 and 0.35 < split.mean() < 0.65
+    assert out_lengths[62] == 250 and out_lengths[63] == 200  # never below min_samples
+    twin = RandomTrim.from_config(layer.get_config())
+    np.testing.assert_array_equal(twin(waves, lengths, training=True)[0], y)
+    assert not np.array_equal(layer(waves, lengths, training=True)[0], y)
+    with pytest.raises(UserError, match=r"trim fractions must be within \[0, 1\)"):
+        RandomTrim([0.5, 1.0])
 
 
 def _valid(lengths, steps):
@@ -511,7 +537,8 @@ def test_spec_augment_config_tf_function_and_xla():
 
 
 @pytest.mark.parametrize("make", [lambda: SpeedPerturb([0.8, 1.2], seed=7),
-                                  lambda: AddNoise([0.0, 10.0], seed=7)])
+                                  lambda: AddNoise([0.0, 10.0], seed=7),
+                                  lambda: RandomTrim([0.0, 0.15], min_samples=100, seed=7)])
 def test_waveform_augmentation_config_tf_function_and_xla(make):
     x, lengths = layer_inputs("wave")
     layer = make()

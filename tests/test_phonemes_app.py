@@ -3,7 +3,8 @@ tests write as WAV files: manifests and bad audio, resampling, training,
 evaluation with a beam, prediction, and the export contract (served in a
 fresh process and a TF1 session, padding-invariant, phonemes as predict's),
 and the front end's options (MFCCs with deltas, global statistics kept with
-the run, speed, noise and warp augmentation, convolutional subsampling)."""
+the run, trimming, speed, noise and warp augmentation, convolutional
+subsampling)."""
 
 from importlib import metadata
 
@@ -11,9 +12,10 @@ import numpy as np
 import pytest
 import soundfile
 import tensorflow as tf
+from keras.src.backend.common.masking import get_keras_mask
 
 from apps.phonemes import data as audio_data
-from apps.phonemes.app import PhonemeApp
+from apps.phonemes.app import TRIM_KEEP_SECONDS, PhonemeApp
 from lstm_core import apps
 from lstm_core.cli import main
 from lstm_core.errors import UserError
@@ -257,12 +259,31 @@ def test_the_ctc_loss_scores_the_steps_of_speed_perturbed_audio():
     assert model(x).shape[1] == max(model.output_lengths(lengths))
 
 
+def test_trimming_shortens_training_audio_to_no_less_than_the_floor():
+    app = PhonemeApp()
+    config = model_config(augment={"trim": [0.5, 0.5]}, features={"n_mels": 16})
+    model = app.build_model(config, {"phones": ["a", "b"], "sample_rate": RATE})
+    assert model.trim.min_samples == round(TRIM_KEEP_SECONDS * RATE)
+    # 0.72 s loses half; 0.24 s only what lies above the floor; at inference none
+    waves, lengths = audio_data.pad_batch([tone_sequence("abab", 1, seconds=0.18),
+                                           tone_sequence("ab", 2)])
+    x = {"waveform": tf.constant(waves), "lengths": tf.constant(lengths)}
+    kept = tf.constant([lengths[0] // 2, round(TRIM_KEEP_SECONDS * RATE)])
+    def steps(training):
+        return tf.reduce_sum(tf.cast(get_keras_mask(model(x, training=training)), tf.int32), 1)
+
+    np.testing.assert_array_equal(steps(True), model.output_lengths(kept))
+    np.testing.assert_array_equal(steps(False), model.output_lengths(tf.constant(lengths)))
+
+
 def test_model_setting_errors():
     assets = {"phones": ["a"], "sample_rate": RATE}
     with pytest.raises(UserError, match="no feature statistics"):
         PhonemeApp().build_model(model_config(normalize="global"), assets)
     with pytest.raises(UserError, match=r"model\.augment\.speed: expected \[min, max\]"):
         PhonemeApp().build_model(model_config(augment={"speed": [1.1, 0.9]}), assets)
+    with pytest.raises(UserError, match=r"model\.augment\.trim: expected \[min, max\]"):
+        PhonemeApp().build_model(model_config(augment={"trim": [0.3]}), assets)
     with pytest.raises(UserError, match="n_mfcc 20 is more than the 16 mel bands"):
         PhonemeApp().build_model(model_config(features={"type": "mfcc", "n_mels": 16,
                                                         "n_mfcc": 20}), assets)

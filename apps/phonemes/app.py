@@ -29,6 +29,10 @@ SCORE_MAPS = {"timit39": timit.score_map_39}
 SOURCES = ("train_manifest", "timit_root", "tfds")
 #: The highest order of phone LM a run can decode with (its counts are kept).
 PHONE_LM_ORDER = 3
+# model.augment.trim leaves every training utterance at least this long: a
+# short digit keeps a CTC step for each of its phonemes after speed
+# perturbation (0.2 s at 1.2x is 5 steps of 30 ms).
+TRIM_KEEP_SECONDS = 0.2
 
 
 def phone_ids(phones):
@@ -118,6 +122,12 @@ class PhonemeApp(App):
                                "training data, computed when the run is created and kept in "
                                "its assets and the export), or none"),
         "augment": {
+            "trim": Field(list, [], items=float, min=0.0, max=0.99,
+                          doc="[min, max]: cut a random share in this range off "
+                              "each training utterance, split between its start and end, never "
+                              f"below {TRIM_KEEP_SECONDS:g} s; the label stays whole, so the "
+                              "model learns words from parts of them (isolated words trimmed "
+                              "unevenly by their speakers, as in FSDD); [] off"),
             "speed": Field(list, [], items=float, min=0.01,
                            doc="[min, max]: play each training utterance at a random rate in "
                                "this range (1.1: 10% faster, shorter and higher); [] off"),
@@ -352,7 +362,8 @@ class PhonemeApp(App):
             if values and (len(values) != 2 or values[0] > values[1]):
                 raise RecipeError(f"model.augment.{key}: expected [min, max] (or [] for off), "
                                   f"got {values}")
-        speed, noise, warp = (model["augment"][k] for k in ("speed", "noise_snr_db", "warp"))
+        trim, speed, noise, warp = (model["augment"][k]
+                                     for k in ("trim", "speed", "noise_snr_db", "warp"))
         features = feature_settings(model, assets["sample_rate"])
         if warp:
             features["warp"] = {"factors": warp, "seed": model["seed"] + 3}
@@ -363,6 +374,9 @@ class PhonemeApp(App):
             # One seed per random layer: the same key would draw correlated values.
             spec_augment={**spec_augment, "seed": model["seed"]}
             if model["spec_augment"]["enabled"] else None,
+            trim={"fractions": trim, "seed": model["seed"] + 4,
+                  "min_samples": round(TRIM_KEEP_SECONDS * assets["sample_rate"])}
+            if trim else None,
             speed={"rates": speed, "seed": model["seed"] + 1} if speed else None,
             noise={"snr_db": noise, "seed": model["seed"] + 2} if noise else None,
             subsample=model["subsample"], encoder=encoder)

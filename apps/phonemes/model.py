@@ -1,9 +1,9 @@
-"""The phoneme recognizer: (speed and noise augmentation) -> log-mels (of
-a frequency-warped spectrum in training) or MFCCs (with deltas) ->
-normalisation -> SpecAugment -> frame stacking or a strided convolution ->
-stacked bidirectional LSTMs -> phoneme scores, with the CTC loss. The
-features are layers of the model, so training, evaluation and the exported
-SavedModel run the same code."""
+"""The phoneme recognizer: (trimming, speed and noise augmentation) ->
+log-mels (of a frequency-warped spectrum in training) or MFCCs (with
+deltas) -> normalisation -> SpecAugment -> frame stacking or a strided
+convolution -> stacked bidirectional LSTMs -> phoneme scores, with the CTC
+loss. The features are layers of the model, so training, evaluation and
+the exported SavedModel run the same code."""
 
 import keras
 import tensorflow as tf
@@ -11,7 +11,8 @@ from keras import ops
 from keras.src.backend.common.masking import get_keras_mask, set_keras_mask
 
 from lstm_core.audio import (
-    AddNoise, AudioFeatures, ConvSubsample, FrameStack, Normalize, SpecAugment, SpeedPerturb)
+    AddNoise, AudioFeatures, ConvSubsample, FrameStack, Normalize, RandomTrim, SpecAugment,
+    SpeedPerturb)
 from lstm_core.ctc import ctc_loss
 from lstm_core.errors import UserError
 from lstm_core.distribute import replica_loss
@@ -33,17 +34,18 @@ class PhonemeRecognizer(keras.Model):
     perturbation in training); ``normalize``: ``"utterance"`` (each
     utterance's own mean and variance), ``"global"`` (``statistics``, a dict
     of ``mean`` and ``std`` lists computed on the training data, kept as
-    weights) or None; ``speed``, ``noise``, ``spec_augment``:
-    :class:`~lstm_core.audio.SpeedPerturb`, :class:`~lstm_core.audio.AddNoise`
-    and :class:`~lstm_core.audio.SpecAugment` arguments, or None (training
-    only); ``subsample``: ``{"type": "stack" | "conv", "factor": ...}`` plus
-    :class:`~lstm_core.audio.ConvSubsample` arguments for ``conv``;
-    ``encoder``: :class:`lstm_core.RNNStack` arguments.
+    weights) or None; ``trim``, ``speed``, ``noise``, ``spec_augment``:
+    :class:`~lstm_core.audio.RandomTrim`, :class:`~lstm_core.audio.SpeedPerturb`,
+    :class:`~lstm_core.audio.AddNoise` and :class:`~lstm_core.audio.SpecAugment`
+    arguments, or None (training only); ``subsample``: ``{"type": "stack" |
+    "conv", "factor": ...}`` plus :class:`~lstm_core.audio.ConvSubsample`
+    arguments for ``conv``; ``encoder``: :class:`lstm_core.RNNStack`
+    arguments.
     """
 
     def __init__(self, num_classes, features=None, normalize="utterance", statistics=None,
-                 speed=None, noise=None, spec_augment=None, subsample=None, encoder=None,
-                 **kwargs):
+                 trim=None, speed=None, noise=None, spec_augment=None, subsample=None,
+                 encoder=None, **kwargs):
         super().__init__(**kwargs)
         subsample = dict(subsample or {"type": "stack", "factor": 3})
         if normalize not in NORMALIZATIONS:
@@ -53,11 +55,12 @@ class PhonemeRecognizer(keras.Model):
         if subsample.get("type") not in SUBSAMPLERS:
             raise UserError(f"subsample type must be one of {', '.join(SUBSAMPLERS)}, "
                             f"got {subsample.get('type')!r}")
-        optional = {"speed": speed, "noise": noise, "spec_augment": spec_augment}
+        optional = {"trim": trim, "speed": speed, "noise": noise, "spec_augment": spec_augment}
         self.settings = dict(num_classes=num_classes, features=dict(features or {}),
                              normalize=normalize, statistics=statistics,
                              **{k: None if v is None else dict(v) for k, v in optional.items()},
                              subsample=subsample, encoder=dict(encoder or {}))
+        self.trim = None if trim is None else RandomTrim(**trim, name="trim")
         self.speed = None if speed is None else SpeedPerturb(**speed, name="speed")
         self.noise = None if noise is None else AddNoise(**noise, name="noise")
         self.audio_features = AudioFeatures(**self.settings["features"], name="features")
@@ -89,7 +92,7 @@ class PhonemeRecognizer(keras.Model):
 
     def call(self, inputs, training=False):
         waveform, lengths = inputs["waveform"], inputs["lengths"]
-        for augment in (self.speed, self.noise):
+        for augment in (self.trim, self.speed, self.noise):
             if augment is not None:
                 waveform, lengths = augment(waveform, lengths, training=training)
         features, lengths = self.audio_features(waveform, lengths, training=training)

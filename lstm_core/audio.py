@@ -564,6 +564,12 @@ class _SeededAugmentation(keras.layers.Layer):
         self._step.assign_add(1)
         return key
 
+    def _next_keys(self):
+        """Two independent RNG keys for this call (see :meth:`_next_key`)."""
+        return tf.unstack(
+            tf.random.experimental.stateless_split(self._next_key(), 2, alg="philox")
+        )
+
     def get_config(self):
         config = super().get_config()
         config["seed"] = self.seed
@@ -597,12 +603,6 @@ class _WaveformAugmentation(_SeededAugmentation):
         if not training:
             return waveform, lengths
         return self.augment(waveform, lengths)
-
-    def _next_keys(self):
-        """Two independent RNG keys for this call (see :meth:`_next_key`)."""
-        return tf.unstack(
-            tf.random.experimental.stateless_split(self._next_key(), 2, alg="philox")
-        )
 
     def compute_output_spec(self, waveform, lengths=None, training=None):
         return (
@@ -862,16 +862,15 @@ class SpecAugment(_SeededAugmentation):
         lengths = _full_lengths(features) if lengths is None else tf.cast(lengths, tf.int32)
         if not training:
             return features, lengths
-        key = self._next_key()
+        freq_key, time_key = self._next_keys()
         shape = tf.shape(features)
         channels = tf.fill(shape[:1], shape[2])
-        keys = tf.random.experimental.stateless_split(key, 2, alg="philox")
         f_start, f_width = self._spans(
-            keys[0], self.freq_masks, tf.minimum(channels, self.freq_mask_width), channels
+            freq_key, self.freq_masks, tf.minimum(channels, self.freq_mask_width), channels
         )
         time_width = tf.floor(self.time_mask_ratio * tf.cast(lengths, tf.float32))
         time_width = tf.minimum(tf.cast(time_width, tf.int32), self.time_mask_width)
-        t_start, t_width = self._spans(keys[1], self.time_masks, time_width, lengths)
+        t_start, t_width = self._spans(time_key, self.time_masks, time_width, lengths)
         masked = (
             self._covered(f_start, f_width, shape[2])[:, None, :]
             | self._covered(t_start, t_width, shape[1])[:, :, None]

@@ -269,6 +269,7 @@ def test_trimming_shortens_training_audio_to_no_less_than_the_floor():
                                            tone_sequence("ab", 2)])
     x = {"waveform": tf.constant(waves), "lengths": tf.constant(lengths)}
     kept = tf.constant([lengths[0] // 2, round(TRIM_KEEP_SECONDS * RATE)])
+
     def steps(training):
         return tf.reduce_sum(tf.cast(get_keras_mask(model(x, training=training)), tf.int32), 1)
 

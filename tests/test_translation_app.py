@@ -137,6 +137,39 @@ def test_long_and_empty_training_pairs_are_left_out_and_counted(trained, tmp_pat
     assert all(rows * length <= 60 or rows == 1 for rows, length in shapes)
 
 
+def test_subword_sampling_draws_other_pieces_of_the_same_text_each_epoch(trained):
+    root, run = trained
+    app, config, assets, _ = load_run(run, root)
+    _, target = app.processors(assets)
+    sampling = {**config["data"]["subwords"], "sampling_alpha": 0.2}
+    sampled = {**config, "data": {**config["data"], "subwords": sampling}}
+
+    def epoch(dataset):
+        """The target pieces of each pair in one pass (sorted; no padding,
+        no end id), once target_in is checked to be them after the start id."""
+        rows = [(x_in[x_in > 0].tolist(), y[y > 0].tolist())
+                for x, ys in dataset for x_in, y in zip(x["target_in"].numpy(), ys.numpy())]
+        assert all(t_in == [subwords.BOS, *y[:-1]] and y[-1] == subwords.EOS for t_in, y in rows)
+        return sorted(tuple(y[:-1]) for _, y in rows)
+
+    plain = app.dataset("train", config, assets, shuffle=True)
+    assert epoch(plain) == epoch(plain)
+    texts = sorted(target.decode(list(pieces)) for pieces in epoch(plain))
+    draws = app.dataset("train", sampled, assets, shuffle=True)
+    first, second = epoch(draws), epoch(draws)
+    assert first != second and first != epoch(plain)
+    for pieces in (first, second):
+        assert sorted(target.decode(list(p)) for p in pieces) == texts
+    # dev (and test, export) keep the single best segmentation
+    assert epoch(app.dataset("dev", sampled, assets, shuffle=False)) == epoch(
+        app.dataset("dev", config, assets, shuffle=False))
+    one_best = {**sampling, "sampling_nbest_size": 1}  # would quietly not sample
+    with pytest.raises(RecipeError, match="data.subwords.sampling_nbest_size: -1 .all. or at "
+                                          "least 2"):
+        app.dataset("train", {**config, "data": {**config["data"], "subwords": one_best}},
+                    assets, shuffle=True)
+
+
 # -- the export contract -----------------------------------------------------------
 
 

@@ -73,6 +73,15 @@ class TranslationApp(App):
             "character_coverage": Field(float, 1.0, min=0.9, max=1.0,
                                         doc="share of the text's characters given their own "
                                             "subword; the rarest others become unknown"),
+            "sampling_alpha": Field(float, 0.0, min=0.0, max=1.0,
+                                    doc="> 0: subword regularization in training: each epoch "
+                                        "draws every pair's segmentation anew (unigram: Kudo "
+                                        "2018, sharpened by this alpha, 0.1 typical; bpe: "
+                                        "BPE-dropout, Provilkov et al. 2020, this the merge "
+                                        "dropout); dev, test and the export keep the best one"),
+            "sampling_nbest_size": Field(int, 64, min=-1,
+                                         doc="unigram sampling draws from the n best "
+                                             "segmentations (-1: all of them)"),
             "sample_sentences": Field(int, 1_000_000, min=1,
                                       doc="sentences drawn from a larger text to learn from"),
             "finetune": Field(str, "keep", choices=["keep", "new"],
@@ -287,9 +296,16 @@ class TranslationApp(App):
         targets_out = [[*target, EOS] for _, target in filtered.kept]
         lengths = [max(len(s), len(t)) for s, t in zip(sources, targets_in)]
         longest = max(lengths)
-        dataset = tf.data.Dataset.from_tensor_slices(
-            tuple(_ragged(rows) for rows in (sources, targets_in, targets_out)))
-        dataset = dataset.map(lambda s, t_in, t_out: ({"source": s, "target_in": t_in}, t_out))
+        sampled = split == "train" and data["subwords"]["sampling_alpha"] > 0
+        if sampled:
+            dataset = self._sampled(
+                [pairs[i] for i in filtered.positions], assets, data["subwords"])
+            longest = max(limits[0], limits[1] + 1)  # a drawn segmentation may be longer
+        else:
+            dataset = tf.data.Dataset.from_tensor_slices(
+                tuple(_ragged(rows) for rows in (sources, targets_in, targets_out)))
+            dataset = dataset.map(
+                lambda s, t_in, t_out: ({"source": s, "target_in": t_in}, t_out))
         batch = ({"batch_tokens": data["batch_tokens"]} if data["batch_tokens"]
                  else {"batch_size": train["batch_size"]})
         # Under XLA every batch shape compiles once: padded to their bucket's
@@ -301,7 +317,36 @@ class TranslationApp(App):
             bucket_boundaries=[b for b in auto_boundaries(lengths) if b <= longest],
             max_length=longest, shuffle_buffer=len(lengths) if shuffle else 0,
             seed=train["seed"], pad_to_bucket_boundary=fixed_shapes, drop_remainder=fixed_shapes,
-            lengths=lengths, **batch)
+            lengths=None if sampled else lengths, **batch)  # (drawn: their batches vary)
+
+    @staticmethod
+    def _sampled(pairs, assets, settings):
+        """``pairs`` as subword ids drawn anew each time the dataset is read,
+        so each epoch sees other segmentations of the same text (subword
+        regularization): tensorflow-text's SentencePiece op samples in the
+        pipeline. Its sampler takes no seed, so these draws are not
+        repeatable."""
+        import tensorflow_text
+
+        if settings["sampling_nbest_size"] in (0, 1):  # the op would quietly not sample
+            raise RecipeError("data.subwords.sampling_nbest_size: -1 (all) or at least 2 to "
+                              "sample with data.subwords.sampling_alpha")
+
+        def tokenizer(side):
+            return tensorflow_text.SentencepieceTokenizer(
+                model=assets.file(assets[f"{side}_model"]).read_bytes(), out_type=tf.int32,
+                nbest_size=settings["sampling_nbest_size"], alpha=settings["sampling_alpha"])
+
+        source_tokenizer, target_tokenizer = tokenizer("source"), tokenizer("target")
+
+        def encode(source, target):
+            target = target_tokenizer.tokenize(target)
+            return ({"source": source_tokenizer.tokenize(source),
+                     "target_in": tf.concat([[BOS], target], 0)}, tf.concat([target, [EOS]], 0))
+
+        texts = ([p.source for p in pairs], [p.target for p in pairs])
+        return tf.data.Dataset.from_tensor_slices(texts).map(
+            encode, num_parallel_calls=tf.data.AUTOTUNE)
 
     # -- model ----------------------------------------------------------------
 

@@ -8,7 +8,7 @@ learns from them as they are and the output is scored against them.
 
 import gzip
 import zlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from lstm_core.errors import UserError
@@ -127,8 +127,10 @@ def read_tfds(name, split, data_dir, source_key=None, target_key=None):
 
 @dataclass
 class Filtered:
-    """What :func:`filter_pairs` kept and how many pairs it left out."""
+    """What :func:`filter_pairs` kept (and at which positions of its input)
+    and how many pairs it left out."""
     kept: list
+    positions: list = field(default_factory=list)
     empty: int = 0
     too_long: int = 0
 
@@ -150,11 +152,12 @@ def filter_pairs(source_ids, target_ids, max_source, max_target):
     pair with an empty side teaches nothing, an over-long one costs memory
     for little. Returns a :class:`Filtered` of ``(source_ids, target_ids)``."""
     out = Filtered([])
-    for source, target in zip(source_ids, target_ids):
+    for position, (source, target) in enumerate(zip(source_ids, target_ids)):
         if not source or not target:
             out.empty += 1
         elif len(source) > max_source or len(target) > max_target:
             out.too_long += 1
         else:
             out.kept.append((source, target))
+            out.positions.append(position)
     return out

@@ -576,6 +576,12 @@ class _SeededAugmentation(keras.layers.Layer):
         return config
 
 
+def _per_row(rows, key, bounds, dtype=tf.float32):
+    """One seeded draw per row, uniform in ``bounds`` = ``(min, max)``."""
+    return tf.random.stateless_uniform([rows], key, minval=bounds[0], maxval=bounds[1],
+                                       dtype=dtype, alg="philox")
+
+
 def _range_of(name, values, low=None):
     """``(min, max)`` floats from a pair, ``min <= max``, both above ``low``."""
     try:
@@ -641,10 +647,8 @@ class SpeedPerturb(_WaveformAugmentation):
 
     def augment(self, waveform, lengths):
         shape = tf.shape(waveform)
-        low, high = self.rates
-        rates = tf.random.stateless_uniform(
-            shape[:1], self._next_key(), minval=low, maxval=high, dtype=tf.float64, alg="philox"
-        )
+        low, _ = self.rates
+        rates = _per_row(shape[0], self._next_key(), self.rates, tf.float64)
         # Sizes follow from the static input size (XLA needs them constant).
         steps = self.output_lengths(shape[1:2], low)[0]
         new_lengths = tf.minimum(self.output_lengths(lengths, rates), steps)
@@ -699,10 +703,8 @@ class RandomTrim(_WaveformAugmentation):
     def augment(self, waveform, lengths):
         shape = tf.shape(waveform)
         share_key, split_key = self._next_keys()
-        low, high = self.fractions
-        share = tf.random.stateless_uniform(shape[:1], share_key, minval=low, maxval=high,
-                                            alg="philox")
-        split = tf.random.stateless_uniform(shape[:1], split_key, alg="philox")
+        share = _per_row(shape[0], share_key, self.fractions)
+        split = _per_row(shape[0], split_key, (0.0, 1.0))
         length = tf.cast(lengths, tf.float32)
         spare = tf.maximum(length - float(self.min_samples), 0.0)
         cut = tf.minimum(tf.floor(share * length), spare)
@@ -737,9 +739,7 @@ class AddNoise(_WaveformAugmentation):
     def augment(self, waveform, lengths):
         shape = tf.shape(waveform)
         snr_key, noise_key = self._next_keys()
-        low, high = self.snr_db
-        snr = tf.random.stateless_uniform(shape[:1], snr_key, minval=low, maxval=high,
-                                          alg="philox")
+        snr = _per_row(shape[0], snr_key, self.snr_db)
         mask = _valid_mask(lengths, shape[1])
         count = tf.maximum(tf.cast(lengths, tf.float32), 1.0)
         power = tf.reduce_sum(tf.square(waveform) * mask, axis=1) / count
@@ -777,10 +777,7 @@ class FrequencyWarp(_SeededAugmentation):
         if not training:
             return spectrum
         shape = tf.shape(spectrum)
-        low, high = self.factors
-        factors = tf.random.stateless_uniform(
-            shape[:1], self._next_key(), minval=low, maxval=high, alg="philox"
-        )
+        factors = _per_row(shape[0], self._next_key(), self.factors)
         top = tf.cast(shape[2] - 1, tf.float32)
         position = tf.range(top + 1.0)[None, :] / factors[:, None]
         below = tf.minimum(tf.floor(position), top)

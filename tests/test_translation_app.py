@@ -331,6 +331,20 @@ def test_guided_attention_adds_its_weighted_loss_in_training_only():
     assert restored.settings["guided_attention"] == {"weight": 2.0, "width": 0.3}
 
 
+def test_word_dropout_zeroes_whole_subword_embeddings_in_training_only():
+    model = Translator(7, 9, 4, 6, encoder={"units": 3}, decoder={"units": 5},
+                       word_dropout=0.5, seed=3)
+    ids = tf.constant([[4, 5, 6, 4, 5, 6, 4, 5]] * 4)
+    full = model.source_embedding(ids).numpy()
+    np.testing.assert_array_equal(model.embed(model.source_embedding, ids, False), full)
+    dropped = model.embed(model.source_embedding, ids, True).numpy()
+    kept = (dropped != 0).all(-1)
+    assert ((dropped == 0).all(-1) | kept).all()  # a subword goes whole or stays
+    assert 0 < kept.mean() < 1
+    np.testing.assert_allclose(dropped[kept], 2 * full[kept], rtol=1e-6)  # kept ones rescaled
+    assert Translator.from_config(model.get_config()).settings["word_dropout"] == 0.5
+
+
 def test_tied_embeddings_score_with_the_target_embeddings():
     model = Translator(7, 9, 4, 6, encoder={"units": 3}, decoder={"units": 5},
                        tie_embeddings=True)

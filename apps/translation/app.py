@@ -107,6 +107,9 @@ class TranslationApp(App):
         "target_embedding_dim": Field(int, 256, min=1, doc="target subword embedding size"),
         "embedding_dropout": Field(float, 0.2, min=0, max=0.99,
                                    doc="dropout of the source and target embeddings"),
+        "word_dropout": Field(float, 0.0, min=0, max=0.99,
+                              doc="share of source and target subwords whose whole embedding "
+                                  "is zeroed in training"),
         "encoder": encoder_schema(units=256, num_layers=2, cell_options={"cell_clip": 10.0}),
         "decoder": {
             "cell": Field(str, "peephole_lstm", choices=rnn_names, doc="registered recurrent layer"),
@@ -363,7 +366,8 @@ class TranslationApp(App):
                 source_vocab=assets["source_vocab"], target_vocab=assets["target_vocab"],
                 source_embedding_dim=model["source_embedding_dim"],
                 target_embedding_dim=model["target_embedding_dim"],
-                embedding_dropout=model["embedding_dropout"], encoder=model["encoder"],
+                embedding_dropout=model["embedding_dropout"],
+                word_dropout=model["word_dropout"], encoder=model["encoder"],
                 decoder=model["decoder"], tie_embeddings=model["tie_embeddings"],
                 label_smoothing=model["label_smoothing"],
                 guided_attention=model["guided_attention"], seed=model["seed"])

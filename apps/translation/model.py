@@ -69,7 +69,11 @@ class Translator(keras.Model):
     [batch, source_steps], "target_in": [batch, target_steps]}`` subword ids
     (0 pads). ``encoder`` holds :class:`lstm_core.RNNStack` arguments
     (bidirectional unless it says otherwise), ``decoder`` those of
-    :class:`lstm_core.AttentionDecoderCell`; with ``tie_embeddings`` the
+    :class:`lstm_core.AttentionDecoderCell`. ``word_dropout`` zeroes whole
+    subword embeddings in training, a source word the encoder must do
+    without and a previous word the decoder must guess (Gal & Ghahramani
+    2016; Nematus' dropout_source/target); ``embedding_dropout`` then drops
+    single features. With ``tie_embeddings`` the
     decoder's ``output_units`` is the target embedding size. A
     ``guided_attention`` ``weight`` adds that much of
     :func:`lstm_core.attention.diagonal_attention_loss` (``width``) to the
@@ -77,7 +81,8 @@ class Translator(keras.Model):
     """
 
     def __init__(self, source_vocab, target_vocab, source_embedding_dim=256,
-                 target_embedding_dim=256, embedding_dropout=0.0, encoder=None, decoder=None,
+                 target_embedding_dim=256, embedding_dropout=0.0, word_dropout=0.0,
+                 encoder=None, decoder=None,
                  tie_embeddings=False, label_smoothing=0.0, guided_attention=None, seed=None,
                  **kwargs):
         super().__init__(**kwargs)
@@ -91,7 +96,8 @@ class Translator(keras.Model):
         self.settings = dict(
             source_vocab=source_vocab, target_vocab=target_vocab,
             source_embedding_dim=source_embedding_dim, target_embedding_dim=target_embedding_dim,
-            embedding_dropout=embedding_dropout, encoder=dict(encoder or {}), decoder=decoder,
+            embedding_dropout=embedding_dropout, word_dropout=word_dropout,
+            encoder=dict(encoder or {}), decoder=decoder,
             tie_embeddings=tie_embeddings, label_smoothing=label_smoothing,
             guided_attention=dict(guided_attention or {}), seed=seed)
         self.label_smoothing = label_smoothing
@@ -101,6 +107,9 @@ class Translator(keras.Model):
         self.target_embedding = keras.layers.Embedding(target_vocab, target_embedding_dim,
                                                        name="target_embedding")
         self.embedding_dropout = keras.layers.Dropout(embedding_dropout, seed=seed)
+        # Its own seed: with embedding_dropout's, the two masks' draws would line up.
+        self.word_dropout = keras.layers.Dropout(word_dropout, noise_shape=(None, None, 1),
+                                                 seed=None if seed is None else seed + 1)
         self.encoder = RNNStack(**{"bidirectional": True, **self.settings["encoder"]},
                                 name="encoder")
         self.decoder = AttentionDecoder(AttentionDecoderCell(**decoder, seed=seed, name="cell"),
@@ -110,8 +119,12 @@ class Translator(keras.Model):
     def encode(self, source, training=False):
         """The memory ``[batch, source_steps, units]`` and its mask."""
         mask = source != PAD
-        embedded = self.embedding_dropout(self.source_embedding(source), training=training)
+        embedded = self.embed(self.source_embedding, source, training)
         return self.encoder(embedded, mask=mask, training=training), mask
+
+    def embed(self, embedding, ids, training):
+        words = self.word_dropout(embedding(ids), training=training)
+        return self.embedding_dropout(words, training=training)
 
     def output_logits(self, outputs):
         embeddings = self.target_embedding.embeddings if self.tie_embeddings else None
@@ -120,8 +133,7 @@ class Translator(keras.Model):
     def teacher_forced(self, inputs, training=False):
         """``(logits, alignments [batch, target_steps, source_steps])``."""
         memory, mask = self.encode(inputs["source"], training)
-        embedded = self.embedding_dropout(self.target_embedding(inputs["target_in"]),
-                                          training=training)
+        embedded = self.embed(self.target_embedding, inputs["target_in"], training)
         outputs, alignments = self.decoder(embedded, memory, mask, training=training)
         return self.output_logits(outputs), alignments
 
